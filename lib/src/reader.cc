@@ -1,0 +1,413 @@
+// SPDX-License-Identifier: Apache-2.0
+#include "reader.h"
+
+#include <fcntl.h>
+#include <signal.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstring>
+#include <mutex>
+#include <utility>
+
+#include "loopwatch/loopwatch.h"
+#include "segment_internal.h"
+
+namespace loopwatch {
+namespace {
+
+constexpr int kSeqlockTries = 64;
+
+// ---- SIGBUS guard --------------------------------------------------------
+//
+// A file truncated under a mapping faults on access. The reading thread
+// marks the range it is reading; the handler, if the fault lies inside it,
+// maps anonymous zero pages over the whole range so that the read finishes
+// (on garbage the validation then rejects) and flags the fault. Any other
+// SIGBUS goes to the previous disposition.
+
+thread_local const uint8_t* tl_guard_base = nullptr;
+thread_local size_t tl_guard_size = 0;
+thread_local volatile sig_atomic_t tl_guard_tripped = 0;
+struct sigaction g_prev_bus;
+std::once_flag g_bus_once;
+
+void OnSigbus(int sig, siginfo_t* info, void* ctx) {
+  const uint8_t* addr = static_cast<const uint8_t*>(info->si_addr);
+  if (tl_guard_base && addr >= tl_guard_base &&
+      addr < tl_guard_base + tl_guard_size) {
+    mmap(const_cast<uint8_t*>(tl_guard_base), tl_guard_size, PROT_READ,
+         MAP_PRIVATE | MAP_ANONYMOUS | MAP_FIXED, -1, 0);
+    tl_guard_tripped = 1;
+    return;
+  }
+  if (g_prev_bus.sa_flags & SA_SIGINFO) {
+    g_prev_bus.sa_sigaction(sig, info, ctx);
+    return;
+  }
+  if (g_prev_bus.sa_handler != SIG_DFL && g_prev_bus.sa_handler != SIG_IGN) {
+    g_prev_bus.sa_handler(sig);
+    return;
+  }
+  signal(SIGBUS, SIG_DFL);
+  raise(SIGBUS);
+}
+
+void InstallBusGuard() {
+  std::call_once(g_bus_once, [] {
+    struct sigaction sa;
+    memset(&sa, 0, sizeof sa);
+    sa.sa_sigaction = OnSigbus;
+    sa.sa_flags = SA_SIGINFO | SA_NODEFER;
+    sigemptyset(&sa.sa_mask);
+    sigaction(SIGBUS, &sa, &g_prev_bus);
+  });
+}
+
+class BusGuard {
+ public:
+  BusGuard(const uint8_t* base, size_t size) {
+    tl_guard_tripped = 0;
+    tl_guard_base = base;
+    tl_guard_size = size;
+  }
+  ~BusGuard() {
+    tl_guard_base = nullptr;
+    tl_guard_size = 0;
+  }
+  bool tripped() const { return tl_guard_tripped != 0; }
+};
+
+// ---- word-wise loads -------------------------------------------------------
+
+template <typename T>
+T Load(const T* p, int order = __ATOMIC_RELAXED) {
+  return __atomic_load_n(p, order);
+}
+
+// Copies a NUL-padded string field word by word and bounds it.
+void LoadString(char* dst, const char* src, size_t size) {
+  for (size_t off = 0; off < size; off += 8) {
+    uint64_t w = __atomic_load_n(
+        reinterpret_cast<const uint64_t*>(src + off), __ATOMIC_RELAXED);
+    memcpy(dst + off, &w, 8);
+  }
+  dst[size - 1] = '\0';
+}
+
+void LoadText(std::string* dst, const char* src, uint32_t len) {
+  dst->resize((len + 7) / 8 * 8);
+  for (size_t off = 0; off < dst->size(); off += 8) {
+    uint64_t w = __atomic_load_n(
+        reinterpret_cast<const uint64_t*>(src + off), __ATOMIC_RELAXED);
+    memcpy(&(*dst)[off], &w, 8);
+  }
+  dst->resize(len);
+}
+
+}  // namespace
+
+const char* SegmentStatusName(SegmentStatus s) {
+  switch (s) {
+    case SegmentStatus::kOk: return "ok";
+    case SegmentStatus::kMissing: return "missing";
+    case SegmentStatus::kNotInitialised: return "not_initialised";
+    case SegmentStatus::kBadMagic: return "bad_magic";
+    case SegmentStatus::kVersionMismatch: return "version_mismatch";
+    case SegmentStatus::kCorrupt: return "corrupt";
+    case SegmentStatus::kError: return "error";
+  }
+  return "unknown";
+}
+
+SegmentReader::SegmentReader(std::string path, uint32_t create_slots)
+    : path_(std::move(path)), create_slots_(create_slots) {
+  InstallBusGuard();
+}
+
+SegmentReader::~SegmentReader() { Unmap(); }
+
+void SegmentReader::Unmap() {
+  if (base_) munmap(const_cast<uint8_t*>(base_), map_size_);
+  if (fd_ >= 0) close(fd_);
+  base_ = nullptr;
+  map_size_ = 0;
+  fd_ = -1;
+  dev_ = 0;
+  ino_ = 0;
+}
+
+SegmentStatus SegmentReader::Fail(SegmentStatus s, std::string message) {
+  status_ = s;
+  error_ = std::move(message);
+  return s;
+}
+
+SegmentStatus SegmentReader::Refresh() {
+  struct stat st;
+  if (stat(path_.c_str(), &st) != 0 || (create_slots_ && st.st_size == 0)) {
+    int err = errno;
+    bool missing = err == ENOENT || (create_slots_ && st.st_size == 0);
+    if (missing && create_slots_) {
+      lw_seg_map m;
+      if (lw_internal_segment_open(path_.c_str(), create_slots_, &m) == 0) {
+        munmap(m.base, m.size);
+        close(m.fd);
+        return Refresh();
+      }
+      // Cannot create (read-only volume?): wait for the app to do it.
+    }
+    Unmap();
+    if (missing || err == ENOENT) {
+      return Fail(SegmentStatus::kMissing,
+                  "segment " + path_ + " does not exist yet");
+    }
+    return Fail(SegmentStatus::kError,
+                "cannot stat segment " + path_ + ": " + strerror(err));
+  }
+  if (base_ && (st.st_dev != dev_ || st.st_ino != ino_)) Unmap();  // replaced
+  if (!base_) {
+    if (fd_ < 0) {
+      fd_ = open(path_.c_str(), O_RDONLY | O_CLOEXEC);
+      if (fd_ < 0) {
+        int err = errno;
+        return Fail(SegmentStatus::kError,
+                    "cannot open segment " + path_ + ": " + strerror(err));
+      }
+    }
+    struct stat fst;
+    if (fstat(fd_, &fst) != 0) {
+      int err = errno;
+      Unmap();
+      return Fail(SegmentStatus::kError,
+                  "cannot stat segment " + path_ + ": " + strerror(err));
+    }
+    dev_ = fst.st_dev;
+    ino_ = fst.st_ino;
+    st = fst;
+  }
+  uint64_t file_size = static_cast<uint64_t>(st.st_size);
+  if (file_size < LW_SEG_HEADER_SIZE) {
+    if (base_) {
+      munmap(const_cast<uint8_t*>(base_), map_size_);
+      base_ = nullptr;
+      map_size_ = 0;
+    }
+    if (file_size == 0) {
+      return Fail(SegmentStatus::kNotInitialised,
+                  "segment " + path_ + " is empty: not initialised yet");
+    }
+    return Fail(SegmentStatus::kCorrupt,
+                "segment " + path_ + " is " + std::to_string(file_size) +
+                    " bytes, shorter than its header (" +
+                    std::to_string(LW_SEG_HEADER_SIZE) + ")");
+  }
+  if (base_ && file_size != map_size_) {
+    munmap(const_cast<uint8_t*>(base_), map_size_);
+    base_ = nullptr;
+    map_size_ = 0;
+  }
+  if (!base_) {
+    void* p = mmap(nullptr, file_size, PROT_READ, MAP_SHARED, fd_, 0);
+    if (p == MAP_FAILED) {
+      int err = errno;
+      return Fail(SegmentStatus::kError,
+                  "cannot map segment " + path_ + ": " + strerror(err));
+    }
+    base_ = static_cast<const uint8_t*>(p);
+    map_size_ = file_size;
+  }
+
+  BusGuard guard(base_, map_size_);
+  const auto* h = reinterpret_cast<const lw_seg_header_t*>(base_);
+  uint64_t magic = Load(&h->magic, __ATOMIC_ACQUIRE);
+  HeaderSnapshot hs;
+  hs.version_major = Load(&h->version_major);
+  hs.version_minor = Load(&h->version_minor);
+  uint32_t header_size = Load(&h->header_size);
+  uint32_t slot_size = Load(&h->slot_size);
+  hs.slot_count = Load(&h->slot_count);
+  hs.segment_id = Load(&h->segment_id);
+  hs.created_mono_ns = Load(&h->created_mono_ns);
+  hs.created_real_ns = Load(&h->created_real_ns);
+  hs.creator_pid = Load(&h->creator_pid);
+  if (guard.tripped()) {
+    Unmap();
+    return Fail(SegmentStatus::kCorrupt,
+                "segment " + path_ + " was truncated while being read");
+  }
+  if (magic == 0) {
+    return Fail(SegmentStatus::kNotInitialised,
+                "segment " + path_ + " is not initialised yet");
+  }
+  if (magic != LW_SEG_MAGIC) {
+    char buf[32];
+    snprintf(buf, sizeof buf, "0x%016llx",
+             static_cast<unsigned long long>(magic));
+    return Fail(SegmentStatus::kBadMagic, "segment " + path_ +
+                                              " is not a loopwatch segment "
+                                              "(magic " + buf + ")");
+  }
+  if (hs.version_major != LW_SEG_VERSION_MAJOR) {
+    return Fail(SegmentStatus::kVersionMismatch,
+                "segment " + path_ + " has format version " +
+                    std::to_string(hs.version_major) + "." +
+                    std::to_string(hs.version_minor) +
+                    "; this reader understands version " +
+                    std::to_string(LW_SEG_VERSION_MAJOR) + "." +
+                    std::to_string(LW_SEG_VERSION_MINOR) +
+                    " (major versions must match)");
+  }
+  if (header_size != LW_SEG_HEADER_SIZE || slot_size != LW_SEG_SLOT_SIZE ||
+      hs.slot_count < 1 || hs.slot_count > LW_SEG_MAX_SLOTS ||
+      lw_seg_size(hs.slot_count) > file_size) {
+    return Fail(SegmentStatus::kCorrupt,
+                "segment " + path_ + " is corrupt: header " +
+                    std::to_string(header_size) + " bytes, " +
+                    std::to_string(hs.slot_count) + " slots of " +
+                    std::to_string(slot_size) + " bytes, file " +
+                    std::to_string(file_size) + " bytes");
+  }
+  header_ = hs;
+  status_ = SegmentStatus::kOk;
+  error_.clear();
+  return status_;
+}
+
+int SegmentReader::OwnerAlive(uint32_t index) const {
+  struct flock fl;
+  memset(&fl, 0, sizeof fl);
+  fl.l_type = F_WRLCK;
+  fl.l_whence = SEEK_SET;
+  fl.l_start = static_cast<off_t>(LW_SEG_LOCK_BASE + index);
+  fl.l_len = 1;
+  if (fcntl(fd_, F_OFD_GETLK, &fl) != 0) return -1;
+  return fl.l_type == F_UNLCK ? 0 : 1;
+}
+
+bool SegmentReader::ReadSlot(uint32_t index, SlotSnapshot* out) {
+  out->index = index;
+  out->valid = false;
+  if (!base_ || index >= header_.slot_count) return false;
+  const auto* s = reinterpret_cast<const lw_seg_slot_t*>(
+      base_ + LW_SEG_HEADER_SIZE + static_cast<size_t>(index) * LW_SEG_SLOT_SIZE);
+
+  // Identity, guarded by the generation.
+  bool ok = false;
+  for (int t = 0; t < kSeqlockTries && !ok; t++) {
+    uint32_t g1 = Load(&s->generation, __ATOMIC_ACQUIRE);
+    out->generation = g1;
+    out->claiming = (g1 & 1u) != 0;
+    out->state = Load(&s->state);
+    out->pid = Load(&s->pid);
+    out->tid = Load(&s->tid);
+    out->claim_token = Load(&s->claim_token);
+    out->opened_ns = Load(&s->opened_ns);
+    out->interval_ns = Load(&s->interval_ns);
+    out->report_after_ns = Load(&s->report_after_ns);
+    LoadString(out->name, s->name, sizeof out->name);
+    LoadString(out->kind, s->kind, sizeof out->kind);
+    __atomic_thread_fence(__ATOMIC_ACQUIRE);
+    ok = Load(&s->generation) == g1;
+  }
+  if (!ok || out->claiming) return false;
+  if (out->state > LW_SLOT_CLOSED) return false;
+  if (out->state == LW_SLOT_FREE) {
+    out->valid = true;
+    return true;
+  }
+
+  ok = false;
+  for (int t = 0; t < kSeqlockTries && !ok; t++) {
+    uint64_t s1 = Load(&s->beat_seq, __ATOMIC_ACQUIRE);
+    if (s1 & 1u) continue;
+    out->beat_count = Load(&s->beat_count);
+    out->last_beat_ns = Load(&s->last_beat_ns);
+    out->lag_max_ns = Load(&s->lag_max_ns);
+    out->lag_sum_ns = Load(&s->lag_sum_ns);
+    out->lag_count = Load(&s->lag_count);
+    for (uint32_t b = 0; b < LW_LAG_BUCKETS; b++) {
+      out->lag_bucket[b] = Load(&s->lag_bucket[b]);
+    }
+    __atomic_thread_fence(__ATOMIC_ACQUIRE);
+    ok = Load(&s->beat_seq) == s1;
+  }
+  if (!ok) return false;
+
+  out->ready = Load(&s->ready, __ATOMIC_ACQUIRE) != 0;
+  ok = false;
+  for (int t = 0; t < kSeqlockTries && !ok; t++) {
+    uint64_t s1 = Load(&s->activity_seq, __ATOMIC_ACQUIRE);
+    if (s1 & 1u) continue;
+    LoadString(out->activity, s->activity, sizeof out->activity);
+    __atomic_thread_fence(__ATOMIC_ACQUIRE);
+    ok = Load(&s->activity_seq) == s1;
+  }
+  if (!ok) out->activity[0] = '\0';
+
+  ReportSnapshot& r = out->report;
+  uint64_t prev_seq = r.seq;
+  ok = false;
+  for (int t = 0; t < kSeqlockTries && !ok; t++) {
+    uint64_t s1 = Load(&s->report_seq, __ATOMIC_ACQUIRE);
+    if (s1 & 1u) continue;
+    r.seq = s1;
+    r.stall_count = Load(&s->stall_count);
+    r.stall_start_ns = Load(&s->stall_start_ns);
+    r.stall_end_ns = Load(&s->stall_end_ns);
+    r.updated_ns = Load(&s->report_updated_ns);
+    r.loop_cpu_ns = Load(&s->loop_cpu_ns);
+    r.state = Load(&s->report_state);
+    r.stall_class = Load(&s->stall_class);
+    r.syscall_nr = Load(&s->syscall_nr);
+    LoadString(r.syscall_name, s->syscall_name, sizeof r.syscall_name);
+    LoadString(r.wchan, s->wchan, sizeof r.wchan);
+    LoadString(r.activity, s->report_activity, sizeof r.activity);
+    uint32_t len = Load(&s->text_len);
+    if (len > LW_REPORT_TEXT_SIZE - 1) len = LW_REPORT_TEXT_SIZE - 1;
+    if (s1 != prev_seq || r.text.size() != len) LoadText(&r.text, s->text, len);
+    __atomic_thread_fence(__ATOMIC_ACQUIRE);
+    ok = Load(&s->report_seq) == s1;
+    prev_seq = ~s1;  // a retry must copy the text again
+  }
+  if (!ok) return false;
+  if (r.state > LW_REPORT_CLOSED) r.state = LW_REPORT_NONE;
+  if (r.stall_class > LW_CLASS_BLOCKED) r.stall_class = LW_CLASS_UNKNOWN;
+  out->owner_alive = out->state == LW_SLOT_ACTIVE ? OwnerAlive(index) : 0;
+  out->valid = true;
+  return true;
+}
+
+SegmentStatus SegmentReader::Snapshot(std::vector<SlotSnapshot>* out) {
+  if (Refresh() != SegmentStatus::kOk) {
+    out->clear();
+    return status_;
+  }
+  BusGuard guard(base_, map_size_);
+  if (out->size() != header_.slot_count) {
+    out->clear();
+    out->resize(header_.slot_count);
+  }
+  for (uint32_t i = 0; i < header_.slot_count; i++) {
+    SlotSnapshot& snap = (*out)[i];
+    uint32_t prev_gen = snap.generation;
+    if (!ReadSlot(i, &snap)) continue;
+    if (snap.generation != prev_gen) {
+      // A new owner: never reuse the old owner's report text.
+      snap.report.text.clear();
+      snap.report.seq = ~uint64_t{0};
+      ReadSlot(i, &snap);
+    }
+  }
+  if (guard.tripped()) {
+    out->clear();
+    Unmap();
+    return Fail(SegmentStatus::kCorrupt,
+                "segment " + path_ + " was truncated while being read");
+  }
+  return status_;
+}
+
+}  // namespace loopwatch

@@ -1,0 +1,32 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/* Internal to the project: shared by libloopwatch and the sidecar's reader,
+ * not exported from the shared library. */
+#ifndef LOOPWATCH_SEGMENT_INTERNAL_H_
+#define LOOPWATCH_SEGMENT_INTERNAL_H_
+
+#include <stddef.h>
+#include <stdint.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+struct lw_seg_map {
+  int fd;             /* read-write, close-on-exec */
+  uint8_t *base;      /* MAP_SHARED, read-write */
+  size_t size;        /* bytes mapped: the file size when opened */
+  uint32_t slot_count;
+};
+
+/* Opens the segment at `path`, creating it with `want_slots` slots if it is
+ * new (or finishing the initialisation a dead creator left half-way) and
+ * validating it otherwise. 0 or -errno; on error lw_last_error() says why
+ * (for another major version: the path and both versions). */
+int lw_internal_segment_open(const char *path, uint32_t want_slots,
+                             struct lw_seg_map *out);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif  /* LOOPWATCH_SEGMENT_INTERNAL_H_ */
