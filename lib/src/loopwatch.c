@@ -67,6 +67,7 @@ struct lw_loop {
   uint64_t wd_seen_wall_ns;
   int64_t wd_seen_cpu_ns; /* -1: thread CPU clock unreadable */
   int stall_open;
+  int hook_pending; /* report opened; the hook has not run yet */
   uint64_t report_seq;
   uint64_t stall_count;
   uint64_t stall_start_ns;
@@ -330,6 +331,7 @@ int lw_internal_segment_open(const char *path, uint32_t want_slots,
         goto fail;
       }
       slots = fit > LW_SEG_MAX_SLOTS ? LW_SEG_MAX_SLOTS : (uint32_t)fit;
+      (void)fchmod(fd, 0666);
       zero_words(base + LW_SEG_HEADER_SIZE, (size_t)slots * LW_SEG_SLOT_SIZE);
       init_header(h, slots);
     } else if (magic != LW_SEG_MAGIC) {
@@ -659,8 +661,17 @@ static void report_close(lw_loop_t *l, uint64_t last_beat_ns) {
  * Called with g.mu held. */
 static int watch_one(lw_loop_t *l, uint64_t now) {
   lw_seg_slot_t *s = l->slot;
-  uint64_t count = __atomic_load_n(&s->beat_count, LW_RELAXED);
-  uint64_t last = __atomic_load_n(&s->last_beat_ns, LW_RELAXED);
+  uint64_t count = 0, last = 0;
+  int consistent = 0;
+  for (int tries = 0; tries < 64 && !consistent; tries++) {
+    uint64_t s1 = __atomic_load_n(&s->beat_seq, LW_ACQUIRE);
+    if (s1 & 1u) continue;
+    count = __atomic_load_n(&s->beat_count, LW_RELAXED);
+    last = __atomic_load_n(&s->last_beat_ns, LW_RELAXED);
+    __atomic_thread_fence(LW_ACQUIRE);
+    consistent = __atomic_load_n(&s->beat_seq, LW_RELAXED) == s1;
+  }
+  if (!consistent) return 0; /* the loop is beating right now: not stalled */
   if (count != l->wd_seen_count) {
     if (l->stall_open) report_close(l, last);
     l->wd_seen_count = count;
@@ -677,8 +688,9 @@ static int watch_one(lw_loop_t *l, uint64_t now) {
   if (now - since < l->interval_ns + l->report_after_ns) return 0;
   l->stall_start_ns = since;
   l->stall_open = 1;
+  l->hook_pending = l->hook != NULL;
   report_measure(l, now, 1);
-  return l->hook != NULL;
+  return l->hook_pending;
 }
 
 static void *watchdog_main(void *arg) {
@@ -692,7 +704,10 @@ static void *watchdog_main(void *arg) {
     for (lw_loop_t *l = g.loops; l; l = l->next) {
       uint64_t t = l->report_after_ns / 4;
       if (t < tick) tick = t;
-      if (watch_one(l, now) && npending < 16) {
+      watch_one(l, now);
+      /* More than 16 at once: the rest get their text on the next ticks. */
+      if (l->hook_pending && l->stall_open && npending < 16) {
+        l->hook_pending = 0;
         l->wd_busy = 1;
         pending[npending++] = l;
       }
@@ -867,9 +882,7 @@ int lw_loop_close(lw_loop_t *l) {
   }
   while (l->wd_busy) pthread_cond_wait(&g.cond, &g.mu);
   if (l->slot) {
-    if (l->stall_open) {
-      report_close(l, __atomic_load_n(&l->slot->last_beat_ns, LW_RELAXED));
-    }
+    if (l->stall_open) report_close(l, lw_now_ns());
     __atomic_store_n(&l->slot->state, LW_SLOT_CLOSED, LW_RELEASE);
     (void)ofd_lock(g.fd, LW_SEG_LOCK_BASE + (uint64_t)l->index, F_UNLCK);
     g.owned[l->index] = 0;

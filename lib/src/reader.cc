@@ -147,10 +147,12 @@ SegmentStatus SegmentReader::Fail(SegmentStatus s, std::string message) {
 
 SegmentStatus SegmentReader::Refresh() {
   struct stat st;
-  if (stat(path_.c_str(), &st) != 0 || (create_slots_ && st.st_size == 0)) {
-    int err = errno;
-    bool missing = err == ENOENT || (create_slots_ && st.st_size == 0);
-    if (missing && create_slots_) {
+  int stat_rc = stat(path_.c_str(), &st);
+  int err = stat_rc == 0 ? 0 : errno;
+  if (stat_rc != 0 || (create_slots_ && st.st_size == 0)) {
+    bool missing = err == ENOENT;
+    bool empty = stat_rc == 0;
+    if ((missing || empty) && create_slots_) {
       lw_seg_map m;
       if (lw_internal_segment_open(path_.c_str(), create_slots_, &m) == 0) {
         munmap(m.base, m.size);
@@ -160,7 +162,12 @@ SegmentStatus SegmentReader::Refresh() {
       // Cannot create (read-only volume?): wait for the app to do it.
     }
     Unmap();
-    if (missing || err == ENOENT) {
+    if (empty) {
+      return Fail(SegmentStatus::kNotInitialised,
+                  "segment " + path_ + " is empty and cannot be initialised "
+                  "here: " + lw_last_error());
+    }
+    if (missing) {
       return Fail(SegmentStatus::kMissing,
                   "segment " + path_ + " does not exist yet");
     }
@@ -315,6 +322,11 @@ bool SegmentReader::ReadSlot(uint32_t index, SlotSnapshot* out) {
   if (!ok || out->claiming) return false;
   if (out->state > LW_SLOT_CLOSED) return false;
   if (out->state == LW_SLOT_FREE) {
+    uint32_t gen = out->generation;
+    *out = SlotSnapshot{};
+    out->index = index;
+    out->generation = gen;
+    out->owner_alive = 0;
     out->valid = true;
     return true;
   }
@@ -376,6 +388,16 @@ bool SegmentReader::ReadSlot(uint32_t index, SlotSnapshot* out) {
   if (r.state > LW_REPORT_CLOSED) r.state = LW_REPORT_NONE;
   if (r.stall_class > LW_CLASS_BLOCKED) r.stall_class = LW_CLASS_UNKNOWN;
   out->owner_alive = out->state == LW_SLOT_ACTIVE ? OwnerAlive(index) : 0;
+  if (out->owner_alive == 0 && out->state == LW_SLOT_ACTIVE) {
+    // A clean close stores CLOSED before it drops the lock: look again, so
+    // that a close racing this read is not taken for a death.
+    uint32_t state = Load(&s->state, __ATOMIC_ACQUIRE);
+    if (state == LW_SLOT_CLOSED) out->state = LW_SLOT_CLOSED;
+  }
+  // The identity must not have changed under us (a new claim zeroes the
+  // other regions): otherwise this mixes two owners.
+  __atomic_thread_fence(__ATOMIC_ACQUIRE);
+  if (Load(&s->generation) != out->generation) return false;
   out->valid = true;
   return true;
 }
@@ -386,9 +408,12 @@ SegmentStatus SegmentReader::Snapshot(std::vector<SlotSnapshot>* out) {
     return status_;
   }
   BusGuard guard(base_, map_size_);
-  if (out->size() != header_.slot_count) {
+  if (out->size() != header_.slot_count || header_.segment_id != snap_segment_id_) {
+    // Another segment (re-created, replaced): nothing of the old one is
+    // reused, report text least of all.
     out->clear();
     out->resize(header_.slot_count);
+    snap_segment_id_ = header_.segment_id;
   }
   for (uint32_t i = 0; i < header_.slot_count; i++) {
     SlotSnapshot& snap = (*out)[i];

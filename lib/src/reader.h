@@ -128,6 +128,7 @@ class SegmentReader {
   const uint8_t* base_ = nullptr;
   size_t map_size_ = 0;
   HeaderSnapshot header_;
+  uint64_t snap_segment_id_ = 0;  // segment the caller's snapshots came from
   SegmentStatus status_ = SegmentStatus::kMissing;
   std::string error_;
 };

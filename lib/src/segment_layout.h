@@ -56,7 +56,7 @@
 #define LW_SEG_MAX_SLOTS 1024u
 
 /* Slot states. */
-#define LW_SLOT_FREE 0u    /* never used, or closed and released */
+#define LW_SLOT_FREE 0u    /* never claimed */
 #define LW_SLOT_ACTIVE 1u  /* owned; liveness is the owner's file lock */
 #define LW_SLOT_CLOSED 2u  /* closed cleanly by its owner */
 
@@ -142,7 +142,9 @@ typedef struct lw_seg_slot {
   uint64_t report_seq;       /* 512 */
   uint64_t stall_count;      /* 520 stalls reported since the claim */
   uint64_t stall_start_ns;   /* 528 last beat before the stall */
-  uint64_t stall_end_ns;     /* 536 first beat after it; 0 while open */
+  uint64_t stall_end_ns;     /* 536 a beat after it (the latest seen within
+                                  one watchdog tick), or the close time if
+                                  the loop closed mid-stall; 0 while open */
   uint64_t report_updated_ns;/* 544 */
   uint64_t loop_cpu_ns;      /* 552 loop-thread CPU time during the stall */
   uint32_t report_state;     /* 560 LW_REPORT_* */
