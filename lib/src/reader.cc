@@ -179,17 +179,17 @@ SegmentStatus SegmentReader::Refresh() {
     if (fd_ < 0) {
       fd_ = open(path_.c_str(), O_RDONLY | O_CLOEXEC);
       if (fd_ < 0) {
-        int err = errno;
+        int open_err = errno;
         return Fail(SegmentStatus::kError,
-                    "cannot open segment " + path_ + ": " + strerror(err));
+                    "cannot open segment " + path_ + ": " + strerror(open_err));
       }
     }
     struct stat fst;
     if (fstat(fd_, &fst) != 0) {
-      int err = errno;
+      int fstat_err = errno;
       Unmap();
       return Fail(SegmentStatus::kError,
-                  "cannot stat segment " + path_ + ": " + strerror(err));
+                  "cannot stat segment " + path_ + ": " + strerror(fstat_err));
     }
     dev_ = fst.st_dev;
     ino_ = fst.st_ino;
@@ -219,9 +219,9 @@ SegmentStatus SegmentReader::Refresh() {
   if (!base_) {
     void* p = mmap(nullptr, file_size, PROT_READ, MAP_SHARED, fd_, 0);
     if (p == MAP_FAILED) {
-      int err = errno;
+      int map_err = errno;
       return Fail(SegmentStatus::kError,
-                  "cannot map segment " + path_ + ": " + strerror(err));
+                  "cannot map segment " + path_ + ": " + strerror(map_err));
     }
     base_ = static_cast<const uint8_t*>(p);
     map_size_ = file_size;

@@ -1,0 +1,72 @@
+# shellcheck shell=bash
+# The Debian packages the whole project needs (library, sidecar, tests,
+# benchmarks, Python binding and its real-server tests), in one place.
+# Sourced by scripts/test; `lw_install_deps` installs what is missing.
+#
+# Everything comes from Debian 12's own archive: nothing is downloaded at
+# build time, and there is no Python index (see shared/design.md).
+
+LW_DEB_PACKAGES=(
+  # Toolchain and build.
+  build-essential cmake pkg-config
+  # Tests and benchmarks.
+  libgtest-dev libgmock-dev libbenchmark-dev
+  # Sidecar (private to sidecar/; the library links only libc/pthreads).
+  libcpp-httplib-dev libyaml-cpp-dev prometheus-cpp-dev libspdlog-dev
+  # examples/asio.
+  libasio-dev
+  # clang for the libFuzzer target; its sanitizer and fuzzer runtimes.
+  clang libclang-rt-14-dev
+  # Python binding, built offline with setuptools.
+  python3-dev python3-setuptools
+  # Real-world Python tests (these install for /usr/bin/python3).
+  python3-fastapi python3-uvicorn gunicorn python3-uvloop python3-httpx
+  python3-requests python3-pytest python3-aiohttp
+  # Load and probe tools for tests and benchmarks.
+  wrk curl
+)
+
+# Prints the packages of LW_DEB_PACKAGES that are not installed, one a line.
+lw_missing_deps() {
+  local pkg status
+  for pkg in "${LW_DEB_PACKAGES[@]}"; do
+    # "ii " = wanted and installed; anything else (unknown, half-configured,
+    # removed with config files left) needs apt-get.
+    status=$(dpkg-query -W -f='${db:Status-Abbrev}' "$pkg" 2>/dev/null || true)
+    [[ $status == "ii " ]] || printf '%s\n' "$pkg"
+  done
+}
+
+# Installs the missing packages with apt-get: nothing at all (and no network)
+# when everything is there. Runs as root, or through sudo when not root.
+lw_install_deps() {
+  local -a missing sudo=()
+  mapfile -t missing < <(lw_missing_deps)
+  if ((${#missing[@]} == 0)); then
+    echo "All ${#LW_DEB_PACKAGES[@]} Debian packages are installed."
+    return 0
+  fi
+  if ((EUID != 0)); then
+    command -v sudo >/dev/null || {
+      echo "error: missing Debian packages (${missing[*]}) and not root, no sudo:" >&2
+      echo "       install them as root, then run this again." >&2
+      return 1
+    }
+    sudo=(sudo)
+  fi
+  echo "Installing ${#missing[@]} missing Debian packages: ${missing[*]}"
+  # env inside sudo: sudo drops the caller's environment. Use-Pty=0: plain
+  # dpkg output, no progress bars in CI logs. The lock timeout waits out an
+  # apt run already in progress on a freshly booted machine.
+  local -a apt=("${sudo[@]}" env DEBIAN_FRONTEND=noninteractive apt-get -q -y
+                -o Dpkg::Use-Pty=0
+                -o DPkg::Lock::Timeout=600)
+  "${apt[@]}" update </dev/null
+  # No recommends: the list above is the whole need, stated on purpose.
+  "${apt[@]}" install --no-install-recommends "${missing[@]}" </dev/null
+  mapfile -t missing < <(lw_missing_deps)
+  if ((${#missing[@]})); then
+    echo "error: still missing after apt-get install: ${missing[*]}" >&2
+    return 1
+  fi
+}
