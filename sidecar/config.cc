@@ -1,0 +1,923 @@
+// SPDX-License-Identifier: Apache-2.0
+//
+// One table (Settings()) describes every setting once: its key, the form of
+// its value, a line of help, how to parse and range-check it and how to print
+// it. The three spellings (YAML key, flag, environment variable), the help
+// text and the YAML output are all derived from it, so a new setting is one
+// table row.
+#include "config.h"
+
+#include <fcntl.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <yaml-cpp/yaml.h>
+
+#include <algorithm>
+#include <cerrno>
+#include <cstring>
+#include <functional>
+#include <set>
+#include <utility>
+
+#include "json.h"
+#include "segment_layout.h"  // LW_SEG_MAX_SLOTS
+
+namespace loopwatch {
+namespace {
+
+using std::chrono::milliseconds;
+using std::chrono::seconds;
+
+constexpr const char* kDurationForm =
+    "expected a number with a unit: 250ms, 5s, 1m";
+
+// What kind of value a setting takes: for the YAML type errors and quoting.
+enum class Kind { kString, kDuration, kCount, kBool, kChoice };
+
+struct Setting {
+  std::string key;      // stall_after
+  std::string metavar;  // DURATION, HOST:PORT, any|all, ...
+  std::string help;     // one line
+  Kind kind;
+  // Parses `text` into *c. On failure returns false and sets *why to what
+  // follows the quoted value in an error: "is not a duration; expected ...".
+  std::function<bool(const std::string& text, Config* c, std::string* why)>
+      parse;
+  // The value as a flag would take it (unquoted).
+  std::function<std::string(const Config& c)> format;
+
+  std::string flag() const {
+    std::string f = "--" + key;
+    std::replace(f.begin(), f.end(), '_', '-');
+    return f;
+  }
+  std::string env() const {
+    std::string e = "LOOPWATCH_" + key;
+    for (char& ch : e) ch = char(toupper(static_cast<unsigned char>(ch)));
+    return e;
+  }
+};
+
+std::string Quote(const std::string& s) {
+  std::string out;
+  JsonQuote(s, &out);
+  return out;
+}
+
+// Levenshtein distance, for "did you mean" suggestions.
+size_t EditDistance(const std::string& a, const std::string& b) {
+  std::vector<size_t> row(b.size() + 1);
+  for (size_t j = 0; j <= b.size(); j++) row[j] = j;
+  for (size_t i = 1; i <= a.size(); i++) {
+    size_t diag = row[0];
+    row[0] = i;
+    for (size_t j = 1; j <= b.size(); j++) {
+      size_t up = row[j];
+      row[j] = std::min({row[j] + 1, row[j - 1] + 1,
+                         diag + (a[i - 1] == b[j - 1] ? 0 : 1)});
+      diag = up;
+    }
+  }
+  return row[b.size()];
+}
+
+// The candidate closest to `word` if it is close enough to be a typo ("" if
+// none). Dashes and underscores count as the same, so that `stall-after` in a
+// file suggests `stall_after` and `--stall_after` suggests `--stall-after`.
+std::string Suggest(const std::string& word,
+                    const std::vector<std::string>& candidates) {
+  auto norm = [](std::string s) {
+    std::replace(s.begin(), s.end(), '-', '_');
+    for (char& ch : s) ch = char(tolower(static_cast<unsigned char>(ch)));
+    return s;
+  };
+  std::string w = norm(word), best;
+  size_t best_d = std::max<size_t>(2, w.size() / 3) + 1;
+  for (const std::string& c : candidates) {
+    size_t d = EditDistance(w, norm(c));
+    if (d < best_d) {
+      best_d = d;
+      best = c;
+    }
+  }
+  return best;
+}
+
+// --- value parsers -------------------------------------------------------
+
+Setting DurationSetting(const char* key, Duration Config::*field, Duration min,
+                        Duration max, const char* help) {
+  Setting s;
+  s.key = key;
+  s.metavar = "DURATION";
+  s.help = help;
+  s.kind = Kind::kDuration;
+  s.parse = [field, min, max](const std::string& text, Config* c,
+                              std::string* why) {
+    Duration d;
+    if (!ParseDuration(text, &d)) {
+      *why = std::string("is not a duration; ") + kDurationForm;
+      return false;
+    }
+    if (d < min || (max.count() > 0 && d > max)) {
+      if (max.count() > 0) {
+        *why = "is out of range; expected a duration from " +
+               FormatDuration(min) + " to " + FormatDuration(max);
+      } else if (min.count() == 1) {
+        *why = "must be above zero; expected a duration such as 5s";
+      } else {
+        *why = "is out of range; expected at least " + FormatDuration(min);
+      }
+      return false;
+    }
+    c->*field = d;
+    return true;
+  };
+  s.format = [field](const Config& c) { return FormatDuration(c.*field); };
+  return s;
+}
+
+bool ParseCount(const std::string& text, uint64_t* out) {
+  if (text.empty() || text.size() > 19) return false;
+  uint64_t v = 0;
+  for (char ch : text) {
+    if (ch < '0' || ch > '9') return false;
+    v = v * 10 + uint64_t(ch - '0');
+  }
+  *out = v;
+  return true;
+}
+
+Setting CountSetting(const char* key, uint32_t Config::*field, uint32_t min,
+                     uint32_t max, const char* help) {
+  Setting s;
+  s.key = key;
+  s.metavar = "N";
+  s.help = help;
+  s.kind = Kind::kCount;
+  std::string range = "expected a whole number from " + std::to_string(min) +
+                      " to " + std::to_string(max);
+  s.parse = [field, min, max, range](const std::string& text, Config* c,
+                                     std::string* why) {
+    uint64_t v;
+    if (!ParseCount(text, &v)) {
+      *why = "is not a whole number; " + range;
+      return false;
+    }
+    if (v < min || v > max) {
+      *why = "is out of range; " + range;
+      return false;
+    }
+    c->*field = uint32_t(v);
+    return true;
+  };
+  s.format = [field](const Config& c) { return std::to_string(c.*field); };
+  return s;
+}
+
+Setting BoolSetting(const char* key, bool Config::*field, const char* help) {
+  Setting s;
+  s.key = key;
+  s.metavar = "true|false";
+  s.help = help;
+  s.kind = Kind::kBool;
+  s.parse = [field](const std::string& text, Config* c, std::string* why) {
+    if (text == "true" || text == "True" || text == "TRUE") {
+      c->*field = true;
+    } else if (text == "false" || text == "False" || text == "FALSE") {
+      c->*field = false;
+    } else {
+      *why = "is not a boolean; expected true or false";
+      return false;
+    }
+    return true;
+  };
+  s.format = [field](const Config& c) {
+    return std::string(c.*field ? "true" : "false");
+  };
+  return s;
+}
+
+template <typename E>
+Setting ChoiceSetting(const char* key, E Config::*field,
+                      std::vector<std::pair<std::string, E>> choices,
+                      const char* help) {
+  Setting s;
+  s.key = key;
+  s.help = help;
+  s.kind = Kind::kChoice;
+  std::vector<std::string> names;
+  for (auto& [name, value] : choices) names.push_back(name);
+  for (size_t i = 0; i < names.size(); i++) {
+    s.metavar += (i ? "|" : "") + names[i];
+  }
+  std::string expected = "expected ";
+  for (size_t i = 0; i < names.size(); i++) {
+    if (i) expected += i + 1 == names.size() ? " or " : ", ";
+    expected += names[i];
+  }
+  s.parse = [field, choices, names, expected](const std::string& text,
+                                               Config* c, std::string* why) {
+    for (auto& [name, value] : choices) {
+      if (text == name) {
+        c->*field = value;
+        return true;
+      }
+    }
+    *why = "is not a valid choice; " + expected;
+    std::string guess = Suggest(text, names);
+    if (!guess.empty()) *why += " (did you mean \"" + guess + "\"?)";
+    return false;
+  };
+  s.format = [field, choices](const Config& c) {
+    for (auto& [name, value] : choices) {
+      if (c.*field == value) return name;
+    }
+    return std::string("?");
+  };
+  return s;
+}
+
+Setting PathSetting(const char* key, std::string Config::*field,
+                    const char* help) {
+  Setting s;
+  s.key = key;
+  s.metavar = "PATH";
+  s.help = help;
+  s.kind = Kind::kString;
+  s.parse = [field](const std::string& text, Config* c, std::string* why) {
+    if (text.empty()) {
+      *why = "is empty; expected a file path";
+      return false;
+    }
+    c->*field = text;
+    return true;
+  };
+  s.format = [field](const Config& c) { return c.*field; };
+  return s;
+}
+
+bool ValidHostname(const std::string& h) {
+  if (h.empty() || h.size() > 253) return false;
+  size_t label = 0;
+  for (size_t i = 0; i < h.size(); i++) {
+    char ch = h[i];
+    if (ch == '.') {
+      if (label == 0) return false;
+      label = 0;
+      continue;
+    }
+    bool ok = isalnum(static_cast<unsigned char>(ch)) || ch == '-' || ch == '_';
+    if (!ok || ++label > 63) return false;
+  }
+  return label > 0 || h.size() > 1;  // "example.com." is fine, "." is not
+}
+
+bool ValidIpv6(const std::string& h) {
+  if (h.empty() || h.size() > 45) return false;
+  for (char ch : h) {
+    if (!isxdigit(static_cast<unsigned char>(ch)) && ch != ':' && ch != '.' &&
+        ch != '%') {
+      return false;
+    }
+  }
+  return h.find(':') != std::string::npos;
+}
+
+// HOST:PORT with an IPv4 address, a host name or a bracketed IPv6 address.
+bool CheckAddress(const std::string& text, std::string* why) {
+  const std::string form =
+      "expected HOST:PORT, e.g. 0.0.0.0:9321, localhost:9321 or [::1]:9321";
+  std::string host, port;
+  if (!text.empty() && text[0] == '[') {
+    size_t close = text.find(']');
+    if (close == std::string::npos || close + 1 >= text.size() ||
+        text[close + 1] != ':') {
+      *why = "is not HOST:PORT; " + form;
+      return false;
+    }
+    host = text.substr(1, close - 1);
+    port = text.substr(close + 2);
+    if (!ValidIpv6(host)) {
+      *why = "has an invalid IPv6 address; " + form;
+      return false;
+    }
+  } else {
+    size_t colon = text.rfind(':');
+    if (colon == std::string::npos || colon == 0) {
+      *why = "is not HOST:PORT; " + form;
+      return false;
+    }
+    host = text.substr(0, colon);
+    port = text.substr(colon + 1);
+    if (host.find(':') != std::string::npos) {
+      *why = "has an IPv6 address without brackets; " + form;
+      return false;
+    }
+    if (!ValidHostname(host)) {
+      *why = "has an invalid host name; " + form;
+      return false;
+    }
+  }
+  uint64_t p;
+  if (port.empty() || !ParseCount(port, &p) || p > 65535) {
+    *why = "has an invalid port; expected a port from 0 to 65535 (" + form +
+           ")";
+    return false;
+  }
+  return true;
+}
+
+Setting AddressSetting(const char* key, std::string Config::*field,
+                       bool may_be_off, const char* help) {
+  Setting s;
+  s.key = key;
+  s.metavar = may_be_off ? "HOST:PORT|off" : "HOST:PORT";
+  s.help = help;
+  s.kind = Kind::kString;
+  s.parse = [field, may_be_off](const std::string& text, Config* c,
+                                std::string* why) {
+    if (may_be_off && text == "off") {
+      c->*field = text;
+      return true;
+    }
+    if (!CheckAddress(text, why)) {
+      if (may_be_off) *why += ", or off";
+      return false;
+    }
+    c->*field = text;
+    return true;
+  };
+  s.format = [field](const Config& c) { return c.*field; };
+  return s;
+}
+
+// --- the table -----------------------------------------------------------
+
+const std::vector<Setting>& Settings() {
+  static const std::vector<Setting> table = [] {
+    const Duration zero{0}, one_ns{1}, none{0};
+    std::vector<Setting> t;
+    t.push_back(PathSetting("segment", &Config::segment,
+                            "segment file shared with the app"));
+    t.push_back(AddressSetting("listen", &Config::listen, false,
+                               "address of the probes and /metrics"));
+    t.push_back(AddressSetting("admin_listen", &Config::admin_listen, true,
+                               "address of /debug/* and the hold (off: none)"));
+    t.push_back(DurationSetting("poll_interval", &Config::poll_interval,
+                                milliseconds(1), seconds(10),
+                                "how often the segment is read"));
+    t.push_back(DurationSetting("stall_after", &Config::stall_after, one_ns,
+                                none,
+                                "a loop silent this long is stalled: /livez "
+                                "fails"));
+    t.push_back(DurationSetting("lag_above", &Config::lag_above, one_ns, none,
+                                "a loop lagging more than this is not ready: "
+                                "/readyz fails"));
+    t.push_back(CountSetting("expect_loops", &Config::expect_loops, 0,
+                             LW_SEG_MAX_SLOTS,
+                             "/startupz succeeds once this many loops beat"));
+    t.push_back(DurationSetting("startup_grace", &Config::startup_grace, zero,
+                                none,
+                                "a loop that never beat is starting, not "
+                                "stalled, this long"));
+    t.push_back(ChoiceSetting<LivenessPolicy>(
+        "liveness_policy", &Config::liveness_policy,
+        {{"any", LivenessPolicy::kAny}, {"all", LivenessPolicy::kAll}},
+        "/livez fails when any loop, or only when all loops, fail"));
+    t.push_back(ChoiceSetting<Mode>(
+        "mode", &Config::mode,
+        {{"enforce", Mode::kEnforce}, {"observe", Mode::kObserve}},
+        "observe: log and count, but probes always pass"));
+    t.push_back(BoolSetting("host_stall_fails_liveness",
+                            &Config::host_stall_fails_liveness,
+                            "whether a host pause (not the app's fault) "
+                            "fails /livez"));
+    t.push_back(CountSetting("report_limit", &Config::report_limit, 0,
+                             UINT32_MAX,
+                             "stall reports logged per loop per "
+                             "report_window; the rest are counted"));
+    t.push_back(DurationSetting("report_window", &Config::report_window,
+                                one_ns, none,
+                                "the window of report_limit"));
+    t.push_back(CountSetting("stall_history", &Config::stall_history, 0, 4096,
+                             "stall reports kept for /debug/stalls"));
+    t.push_back(DurationSetting("forget_after", &Config::forget_after, zero,
+                                none,
+                                "how long a dead or departed loop stays "
+                                "listed"));
+    t.push_back(DurationSetting("max_hold", &Config::max_hold, zero, none,
+                                "longest hold the admin port accepts (0: "
+                                "holds off)"));
+    t.push_back(CountSetting("create_slots", &Config::create_slots, 0,
+                             LW_SEG_MAX_SLOTS,
+                             "create the segment with this many slots if the "
+                             "app has not (0: never)"));
+    t.push_back(CountSetting("http_threads", &Config::http_threads, 1, 64,
+                             "threads answering HTTP requests"));
+    t.push_back(DurationSetting("http_timeout", &Config::http_timeout, one_ns,
+                                none,
+                                "read and write timeout of an HTTP "
+                                "connection"));
+    t.push_back(ChoiceSetting<LogFormat>(
+        "log_format", &Config::log_format,
+        {{"json", LogFormat::kJson}, {"text", LogFormat::kText}},
+        "log lines as JSON objects or as text"));
+    t.push_back(ChoiceSetting<LogLevel>(
+        "log_level", &Config::log_level,
+        {{"debug", LogLevel::kDebug},
+         {"info", LogLevel::kInfo},
+         {"warn", LogLevel::kWarn},
+         {"error", LogLevel::kError}},
+        "least severe level logged"));
+    return t;
+  }();
+  return table;
+}
+
+const Setting* FindByKey(const std::string& key) {
+  for (const Setting& s : Settings()) {
+    if (s.key == key) return &s;
+  }
+  return nullptr;
+}
+
+const Setting* FindByFlag(const std::string& flag) {
+  for (const Setting& s : Settings()) {
+    if (s.flag() == flag) return &s;
+  }
+  return nullptr;
+}
+
+// Where each setting got its value, for cross-field errors.
+struct Origins {
+  std::map<std::string, std::string> where;  // key -> source; absent: default
+  std::set<std::string> bad;                 // keys with a rejected value
+};
+
+void Apply(const Setting& s, const std::string& text, const std::string& source,
+           bool name_key, Config* c, Origins* origins,
+           std::vector<ConfigError>* errors) {
+  std::string why;
+  if (s.parse(text, c, &why)) {
+    origins->where[s.key] = source;
+    origins->bad.erase(s.key);
+    return;
+  }
+  origins->bad.insert(s.key);
+  std::string prefix = name_key ? s.key + ": " : "";
+  errors->push_back({source, prefix + Quote(text) + " " + why});
+}
+
+// --- the file ------------------------------------------------------------
+
+std::string Where(const std::string& file, const YAML::Mark& m) {
+  if (m.is_null()) return file;
+  return file + ":" + std::to_string(m.line + 1) + ":" +
+         std::to_string(m.column + 1);
+}
+
+const char* NodeTypeName(const YAML::Node& n) {
+  switch (n.Type()) {
+    case YAML::NodeType::Sequence: return "a list";
+    case YAML::NodeType::Map: return "a mapping";
+    case YAML::NodeType::Scalar: return "a scalar";
+    case YAML::NodeType::Null: return "nothing";
+    default: return "an undefined node";
+  }
+}
+
+std::string ExpectedType(const Setting& s) {
+  switch (s.kind) {
+    case Kind::kDuration: return "a duration such as 5s";
+    case Kind::kCount: return "a whole number";
+    case Kind::kBool: return "true or false";
+    case Kind::kChoice: return "one of " + s.metavar;
+    case Kind::kString: return "a string (" + s.metavar + ")";
+  }
+  return "a value";
+}
+
+bool ReadFile(const std::string& path, std::string* out, std::string* why) {
+  int fd = open(path.c_str(), O_RDONLY | O_CLOEXEC);
+  if (fd < 0) {
+    *why = std::string("cannot open the config file: ") + strerror(errno);
+    return false;
+  }
+  struct stat st;
+  if (fstat(fd, &st) == 0 && S_ISDIR(st.st_mode)) {
+    close(fd);
+    *why = "is a directory; expected a YAML file";
+    return false;
+  }
+  char buf[8192];
+  for (;;) {
+    ssize_t n = read(fd, buf, sizeof buf);
+    if (n == 0) break;
+    if (n < 0) {
+      if (errno == EINTR) continue;
+      *why = std::string("cannot read the config file: ") + strerror(errno);
+      close(fd);
+      return false;
+    }
+    out->append(buf, size_t(n));
+    if (out->size() > (size_t(1) << 20)) {
+      close(fd);
+      *why = "is larger than 1 MiB; expected a small YAML file";
+      return false;
+    }
+  }
+  close(fd);
+  return true;
+}
+
+void LoadFile(const std::string& path, const std::string& given_by, Config* c,
+              Origins* origins, std::vector<ConfigError>* errors) {
+  std::string text, why;
+  if (!ReadFile(path, &text, &why)) {
+    errors->push_back({path, why + " (given by " + given_by + ")"});
+    return;
+  }
+  std::vector<YAML::Node> docs;
+  try {
+    docs = YAML::LoadAll(text);
+  } catch (const YAML::ParserException& e) {
+    errors->push_back({Where(path, e.mark), "YAML syntax error: " + e.msg});
+    return;
+  } catch (const YAML::Exception& e) {
+    errors->push_back({Where(path, e.mark), "cannot parse YAML: " + e.msg});
+    return;
+  }
+  if (docs.size() > 1) {
+    errors->push_back({Where(path, docs[1].Mark()),
+                       "a config file holds one YAML document; found a second "
+                       "one here"});
+  }
+  if (docs.empty() || docs[0].IsNull()) return;  // empty: sets nothing
+  const YAML::Node& doc = docs[0];
+  if (!doc.IsMap()) {
+    errors->push_back({Where(path, doc.Mark()),
+                       std::string("expected a mapping of settings (key: "
+                                   "value, e.g. stall_after: 5s), found ") +
+                           NodeTypeName(doc)});
+    return;
+  }
+  std::vector<std::string> keys;
+  for (const Setting& s : Settings()) keys.push_back(s.key);
+  std::map<std::string, int> seen_line;
+  for (auto it = doc.begin(); it != doc.end(); ++it) {
+    const YAML::Node k = it->first;
+    const YAML::Node v = it->second;
+    if (!k.IsScalar()) {
+      errors->push_back({Where(path, k.Mark()),
+                         std::string("expected a setting name such as "
+                                     "stall_after, found ") +
+                             NodeTypeName(k)});
+      continue;
+    }
+    std::string key = k.Scalar();
+    const Setting* s = FindByKey(key);
+    if (!s) {
+      std::string msg = "unknown setting " + Quote(key);
+      std::string guess = Suggest(key, keys);
+      if (!guess.empty()) msg += " (did you mean " + Quote(guess) + "?)";
+      errors->push_back({Where(path, k.Mark()), msg});
+      continue;
+    }
+    auto dup = seen_line.find(key);
+    if (dup != seen_line.end()) {
+      errors->push_back({Where(path, k.Mark()),
+                         "setting " + Quote(key) + " given twice (first on line " +
+                             std::to_string(dup->second) + ")"});
+      continue;
+    }
+    seen_line[key] = k.Mark().line + 1;
+    // yaml-cpp marks an empty value where the next line starts: point at
+    // the key instead.
+    YAML::Mark vm = v.Mark().is_null() || v.IsNull() ? k.Mark() : v.Mark();
+    if (v.IsNull()) {
+      errors->push_back({Where(path, vm), key + ": has no value; expected " +
+                                              ExpectedType(*s)});
+      origins->bad.insert(key);
+      continue;
+    }
+    if (!v.IsScalar()) {
+      errors->push_back({Where(path, vm), key + ": expected " +
+                                              ExpectedType(*s) + ", found " +
+                                              NodeTypeName(v)});
+      origins->bad.insert(key);
+      continue;
+    }
+    Apply(*s, v.Scalar(), Where(path, vm), true, c, origins, errors);
+  }
+}
+
+// --- flags ---------------------------------------------------------------
+
+struct FlagValue {
+  const Setting* setting;
+  std::string value;
+  std::string flag;
+};
+
+bool IsFlag(const std::string& a) { return a.size() > 2 && a.compare(0, 2, "--") == 0; }
+
+std::vector<std::string> AllFlags() {
+  std::vector<std::string> f = {"--config", "--print-config", "--help"};
+  for (const Setting& s : Settings()) f.push_back(s.flag());
+  return f;
+}
+
+std::string UnknownFlag(const std::string& flag) {
+  std::string guess = Suggest(flag, AllFlags());
+  if (guess.empty()) return "unknown flag; see --help for the list";
+  return "unknown flag (did you mean " + guess + "?)";
+}
+
+void ParseFlags(const std::vector<std::string>& args,
+                std::vector<FlagValue>* values, std::string* config_file,
+                bool* print_config, bool* help,
+                std::vector<ConfigError>* errors) {
+  for (size_t i = 0; i < args.size(); i++) {
+    const std::string& a = args[i];
+    if (a == "--help" || a == "-h") {
+      *help = true;
+      continue;
+    }
+    if (a == "--print-config") {
+      *print_config = true;
+      continue;
+    }
+    if (!IsFlag(a)) {
+      if (a.size() > 1 && a[0] == '-') {
+        errors->push_back({a, UnknownFlag("--" + a.substr(1))});
+        if (i + 1 < args.size() && args[i + 1][0] != '-') i++;  // its value
+      } else {
+        errors->push_back({a, "unexpected argument; settings are given as "
+                              "--name VALUE, e.g. --stall-after 5s"});
+      }
+      continue;
+    }
+    size_t eq = a.find('=');
+    std::string name = a.substr(0, eq);
+    bool has_value = eq != std::string::npos;
+    std::string value = has_value ? a.substr(eq + 1) : "";
+    if (name == "--help" || name == "--print-config") {
+      errors->push_back({name, "takes no value"});
+      continue;
+    }
+    const Setting* s = name == "--config" ? nullptr : FindByFlag(name);
+    if (name != "--config" && !s) {
+      errors->push_back({name, UnknownFlag(name)});
+      // Its value, if any, must not be taken for a stray argument.
+      if (!has_value && i + 1 < args.size() && !IsFlag(args[i + 1])) i++;
+      continue;
+    }
+    if (!has_value) {
+      if (s && s->kind == Kind::kBool) {
+        // A bare boolean flag means true; `--flag false` works too.
+        if (i + 1 < args.size() &&
+            (args[i + 1] == "true" || args[i + 1] == "false")) {
+          value = args[++i];
+        } else {
+          value = "true";
+        }
+        has_value = true;
+      } else if (i + 1 < args.size() && !IsFlag(args[i + 1])) {
+        value = args[++i];
+        has_value = true;
+      }
+    }
+    if (!has_value) {
+      std::string form = s ? s->metavar : "FILE";
+      errors->push_back(
+          {name, "needs a value; expected " + name + " " + form +
+                     (s && s->kind == Kind::kDuration ? " (e.g. " + name + " 5s)"
+                                                      : "")});
+      continue;
+    }
+    if (!s) {  // --config
+      if (value.empty()) {
+        errors->push_back({name, "needs a value; expected --config FILE"});
+      } else if (!config_file->empty()) {
+        errors->push_back({name, "given more than once; expected one file"});
+      } else {
+        *config_file = value;
+      }
+      continue;
+    }
+    values->push_back({s, value, name});
+  }
+}
+
+void CrossCheck(const Config& c, const Origins& o,
+                std::vector<ConfigError>* errors) {
+  auto origin = [&](const char* first, const char* second) {
+    auto it = o.where.find(first);
+    if (it != o.where.end()) return it->second;
+    it = o.where.find(second);
+    if (it != o.where.end()) return it->second;
+    return std::string("defaults");
+  };
+  auto ok = [&](const char* k) { return o.bad.count(k) == 0; };
+
+  if (ok("stall_after") && ok("poll_interval") &&
+      c.stall_after <= c.poll_interval) {
+    errors->push_back({origin("stall_after", "poll_interval"),
+                       "stall_after (" + FormatDuration(c.stall_after) +
+                           ") must be longer than poll_interval (" +
+                           FormatDuration(c.poll_interval) +
+                           "): a stall is seen only at a poll"});
+  }
+  if (ok("listen") && ok("admin_listen") && c.admin_listen != "off") {
+    auto port = [](const std::string& a) {
+      return a.substr(a.rfind(':') + 1);
+    };
+    std::string p = port(c.listen);
+    if (p != "0" && p == port(c.admin_listen)) {
+      errors->push_back({origin("admin_listen", "listen"),
+                         "admin_listen (" + c.admin_listen +
+                             ") uses the port of listen (" + c.listen +
+                             "); expected another port, or off"});
+    }
+  }
+}
+
+}  // namespace
+
+bool ParseDuration(const std::string& text, Duration* out) {
+  if (text == "0") {
+    *out = Duration(0);
+    return true;
+  }
+  if (text.empty()) return false;
+  using u128 = unsigned __int128;
+  const u128 kMax = u128(INT64_MAX);
+  u128 total = 0;
+  size_t i = 0, n = text.size();
+  while (i < n) {
+    u128 whole = 0, frac = 0, scale = 1;
+    size_t digits = 0;
+    while (i < n && isdigit(static_cast<unsigned char>(text[i]))) {
+      whole = whole * 10 + u128(text[i] - '0');
+      if (whole > kMax) return false;
+      i++;
+      digits++;
+    }
+    if (i < n && text[i] == '.') {
+      i++;
+      while (i < n && isdigit(static_cast<unsigned char>(text[i]))) {
+        if (scale < u128(1000000000000000000ULL)) {  // beyond: below 1 ns
+          frac = frac * 10 + u128(text[i] - '0');
+          scale *= 10;
+        }
+        i++;
+        digits++;
+      }
+    }
+    if (digits == 0) return false;
+    size_t u = i;
+    while (i < n && (isalpha(static_cast<unsigned char>(text[i])) ||
+                     static_cast<unsigned char>(text[i]) >= 0x80)) {
+      i++;
+    }
+    std::string unit = text.substr(u, i - u);
+    uint64_t unit_ns;
+    if (unit == "ns") unit_ns = 1;
+    else if (unit == "us" || unit == "\xC2\xB5s" || unit == "\xCE\xBCs") unit_ns = 1000;
+    else if (unit == "ms") unit_ns = 1000000;
+    else if (unit == "s") unit_ns = 1000000000;
+    else if (unit == "m") unit_ns = 60ULL * 1000000000;
+    else if (unit == "h") unit_ns = 3600ULL * 1000000000;
+    else return false;  // no unit, or an unknown one
+    total += whole * unit_ns + frac * unit_ns / scale;
+    if (total > kMax) return false;
+  }
+  *out = Duration(int64_t(total));
+  return true;
+}
+
+std::string FormatDuration(Duration d) {
+  int64_t ns = d.count();
+  if (ns == 0) return "0s";
+  std::string s;
+  uint64_t u;
+  if (ns < 0) {
+    s = "-";
+    u = uint64_t(0) - uint64_t(ns);
+  } else {
+    u = uint64_t(ns);
+  }
+  const uint64_t kSec = 1000000000, kMin = 60 * kSec, kHour = 60 * kMin;
+  if (u >= kHour) {
+    s += std::to_string(u / kHour) + "h";
+    u %= kHour;
+  }
+  if (u >= kMin) {
+    s += std::to_string(u / kMin) + "m";
+    u %= kMin;
+  }
+  if (u == 0) return s;
+  // The rest in the largest unit it reaches, with an exact decimal part.
+  auto decimal = [](uint64_t v, uint64_t unit, int width, const char* name) {
+    std::string r = std::to_string(v / unit);
+    uint64_t f = v % unit;
+    if (f) {
+      std::string fs = std::to_string(f);
+      fs.insert(0, size_t(width) - fs.size(), '0');
+      while (fs.back() == '0') fs.pop_back();
+      r += "." + fs;
+    }
+    return r + name;
+  };
+  if (u >= kSec) return s + decimal(u, kSec, 9, "s");
+  if (u >= 1000000) return s + decimal(u, 1000000, 6, "ms");
+  if (u >= 1000) return s + decimal(u, 1000, 3, "us");
+  return s + std::to_string(u) + "ns";
+}
+
+bool LoadConfig(const std::vector<std::string>& args,
+                const std::map<std::string, std::string>& env, Config* out,
+                std::vector<ConfigError>* errors, bool* print_config,
+                bool* help) {
+  bool print_dummy = false, help_dummy = false;
+  if (!print_config) print_config = &print_dummy;
+  if (!help) help = &help_dummy;
+  *print_config = false;
+  *help = false;
+  size_t errors_before = errors->size();
+  Config c;
+  Origins origins;
+
+  std::vector<FlagValue> flags;
+  std::string config_file;
+  ParseFlags(args, &flags, &config_file, print_config, help, errors);
+
+  auto env_value = [&](const std::string& name, std::string* v) {
+    auto it = env.find(name);
+    if (it == env.end() || it->second.empty()) return false;  // empty: unset
+    *v = it->second;
+    return true;
+  };
+
+  std::string given_by = "--config";
+  if (config_file.empty() && env_value("LOOPWATCH_CONFIG", &config_file)) {
+    given_by = "LOOPWATCH_CONFIG";
+  }
+  if (!config_file.empty()) {
+    LoadFile(config_file, given_by, &c, &origins, errors);
+  }
+  for (const Setting& s : Settings()) {
+    std::string v;
+    if (env_value(s.env(), &v)) {
+      Apply(s, v, s.env(), false, &c, &origins, errors);
+    }
+  }
+  for (const FlagValue& f : flags) {
+    Apply(*f.setting, f.value, f.flag, false, &c, &origins, errors);
+  }
+  CrossCheck(c, origins, errors);
+  *out = c;
+  return errors->size() == errors_before;
+}
+
+std::string ConfigToYaml(const Config& c) {
+  std::string y =
+      "# loopwatch sidecar configuration: the effective settings.\n"
+      "# Load it with `loopwatch run --config FILE`; each key is also a flag\n"
+      "# (stall_after: --stall-after) and a variable (LOOPWATCH_STALL_AFTER).\n";
+  for (const Setting& s : Settings()) {
+    // Strings are always quoted: "[::]:9321" would be a list unquoted.
+    std::string v = s.format(c);
+    y += s.key + ": " + (s.kind == Kind::kString ? Quote(v) : v) + "\n";
+  }
+  return y;
+}
+
+std::string ConfigHelp() {
+  const Config defaults;
+  std::string h =
+      "Usage: loopwatch run [--config FILE] [--print-config] [--SETTING VALUE]...\n"
+      "\n"
+      "Every setting has three spellings: a key in the YAML file (stall_after),\n"
+      "a flag (--stall-after 5s or --stall-after=5s) and an environment variable\n"
+      "(LOOPWATCH_STALL_AFTER). Flags override the environment, which overrides\n"
+      "the file, which overrides the defaults. Durations take a unit: 250ms, 5s,\n"
+      "1m30s, 1h.\n"
+      "\n"
+      "  --config FILE     YAML file of settings, a flat mapping (LOOPWATCH_CONFIG)\n"
+      "  --print-config    print the effective configuration as YAML and exit\n"
+      "  --help            print this help and exit\n"
+      "\n"
+      "Settings:\n";
+  for (const Setting& s : Settings()) {
+    std::string def = s.format(defaults);
+    h += "  " + s.flag() + " " + s.metavar + "\n";
+    h += "      " + s.help + "\n";
+    h += "      env " + s.env() + ", key " + s.key + ", default " + def + "\n";
+  }
+  return h;
+}
+
+}  // namespace loopwatch

@@ -1,0 +1,157 @@
+// SPDX-License-Identifier: Apache-2.0
+//
+// loopwatch: the sidecar. `loopwatch run` watches the loops in the segment
+// and answers the app's probes; `loopwatch status` prints them as a table.
+#include <signal.h>
+#include <unistd.h>
+
+#include <cstdio>
+#include <cstring>
+#include <iostream>
+#include <map>
+#include <string>
+#include <vector>
+
+#include "config.h"
+#include "http_server.h"
+#include "log.h"
+#include "loopwatch/loopwatch.h"
+#include "metrics.h"
+#include "monitor.h"
+#include "probes.h"
+#include "segment_layout.h"
+#include "status.h"
+
+extern char** environ;
+
+namespace loopwatch {
+namespace {
+
+constexpr const char* kUsage =
+    "Usage: loopwatch COMMAND [OPTIONS]\n"
+    "\n"
+    "loopwatch watches the event loops of an app from a sidecar container:\n"
+    "the app's loops beat into a shared-memory segment (libloopwatch), and\n"
+    "this process answers the app's Kubernetes probes from it, exports\n"
+    "Prometheus metrics and logs stall reports.\n"
+    "\n"
+    "Commands:\n"
+    "  run       run the sidecar (probes on :9321, admin on 127.0.0.1:9322)\n"
+    "  status    print the loops in the segment as a table (--json for JSON)\n"
+    "  version   print the version\n"
+    "  help      print this help; `loopwatch run --help` lists every setting\n"
+    "\n"
+    "Exit codes: 0 ok, 1 runtime failure, 2 bad configuration or usage.\n";
+
+std::map<std::string, std::string> Environment() {
+  std::map<std::string, std::string> env;
+  for (char** e = environ; e && *e; e++) {
+    const char* eq = strchr(*e, '=');
+    if (eq) env.emplace(std::string(*e, size_t(eq - *e)), std::string(eq + 1));
+  }
+  return env;
+}
+
+std::string VersionText() {
+  return std::string("loopwatch ") + LOOPWATCH_VERSION + " (segment format " +
+         std::to_string(LW_SEG_VERSION_MAJOR) + "." +
+         std::to_string(LW_SEG_VERSION_MINOR) + ", libloopwatch " +
+         lw_version() + ")";
+}
+
+int Run(const std::vector<std::string>& args) {
+  Config config;
+  std::vector<ConfigError> errors;
+  bool print_config = false, help = false;
+  bool ok = LoadConfig(args, Environment(), &config, &errors, &print_config,
+                       &help);
+  if (help) {
+    std::cout << ConfigHelp();
+    return 0;
+  }
+  if (!ok) {
+    for (const ConfigError& e : errors) {
+      std::cerr << "loopwatch: " << e.ToString() << "\n";
+    }
+    std::cerr << "loopwatch: see `loopwatch run --help` for every setting\n";
+    return 2;
+  }
+  if (print_config) {
+    std::cout << ConfigToYaml(config);
+    return 0;
+  }
+
+  // Signals go to this thread's sigwait(), never to a handler on another
+  // thread; every thread created below inherits the mask.
+  sigset_t stop_signals;
+  sigemptyset(&stop_signals);
+  sigaddset(&stop_signals, SIGTERM);
+  sigaddset(&stop_signals, SIGINT);
+  pthread_sigmask(SIG_BLOCK, &stop_signals, nullptr);
+  signal(SIGPIPE, SIG_IGN);
+
+  EventLog log(config);
+  SidecarMetrics metrics;
+  Hold hold;
+  Monitor monitor(config, [&log](const std::vector<Event>& events) {
+    log.Events(events);
+  });
+  monitor.Start();
+
+  HttpServers servers(
+      config, [&monitor] { return monitor.view(); }, hold, metrics,
+      [&log](const std::string& event, const std::string& detail) {
+        log.Warn(LogLine(event).Str("detail", detail));
+      });
+  std::string error;
+  if (!servers.Start(&error)) {
+    log.Error(LogLine("cannot start the HTTP servers").Str("error", error));
+    monitor.Stop();
+    return 1;
+  }
+  log.Info(LogLine("loopwatch started")
+               .Str("version", LOOPWATCH_VERSION)
+               .Str("segment", config.segment)
+               .Str("listen", config.listen)
+               .Int("port", servers.port())
+               .Str("admin_listen", config.admin_listen)
+               .Int("admin_port", servers.admin_port())
+               .Str("mode", config.mode == Mode::kObserve ? "observe" : "enforce")
+               .Seconds("stall_after_seconds", config.stall_after.count())
+               .Seconds("poll_interval_seconds", config.poll_interval.count()));
+
+  int sig = 0;
+  sigwait(&stop_signals, &sig);
+  log.Info(LogLine("stopping").Str("signal", strsignal(sig)));
+  servers.Stop();
+  monitor.Stop();
+  log.Info(LogLine("stopped"));
+  log.Flush();
+  return 0;
+}
+
+}  // namespace
+}  // namespace loopwatch
+
+int main(int argc, char** argv) {
+  std::vector<std::string> args(argv + 1, argv + argc);
+  if (args.empty()) {
+    std::cerr << loopwatch::kUsage;
+    return 2;
+  }
+  const std::string cmd = args[0];
+  std::vector<std::string> rest(args.begin() + 1, args.end());
+  if (cmd == "run") return loopwatch::Run(rest);
+  if (cmd == "status") return loopwatch::RunStatus(rest, std::cout, std::cerr);
+  if (cmd == "version" || cmd == "--version" || cmd == "-V") {
+    std::cout << loopwatch::VersionText() << "\n";
+    return 0;
+  }
+  if (cmd == "help" || cmd == "--help" || cmd == "-h") {
+    std::cout << loopwatch::kUsage;
+    return 0;
+  }
+  std::cerr << "loopwatch: unknown command \"" << cmd << "\"\n\n"
+            << loopwatch::kUsage;
+  return 2;
+}

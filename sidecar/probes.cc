@@ -1,0 +1,477 @@
+// SPDX-License-Identifier: Apache-2.0
+#include "probes.h"
+
+#include <cinttypes>
+#include <cstdio>
+
+#include "json.h"
+
+namespace loopwatch {
+namespace {
+
+constexpr int64_t kNsPerSec = 1000000000;
+constexpr uint64_t kLagBoundsNs[LW_LAG_FINITE_BOUNDS] = LW_LAG_BOUNDS_NS_INIT;
+constexpr const char* kTextType = "text/plain; charset=utf-8";
+constexpr const char* kJsonType = "application/json";
+
+double Sec(int64_t ns) { return double(ns) / kNsPerSec; }
+
+// "350ms" below a second, "6.2s" above: the style of the verdict reasons.
+std::string Short(int64_t ns) {
+  char buf[32];
+  if (ns < 0) ns = 0;
+  if (ns < kNsPerSec) {
+    snprintf(buf, sizeof buf, "%" PRId64 "ms", ns / 1000000);
+  } else {
+    snprintf(buf, sizeof buf, "%.1fs", Sec(ns));
+  }
+  return buf;
+}
+
+// Seconds with millisecond precision, for per-loop detail lines.
+std::string Fixed(int64_t ns) {
+  char buf[32];
+  snprintf(buf, sizeof buf, "%.3fs", Sec(ns));
+  return buf;
+}
+
+const Verdict& VerdictOf(Probe p, const View& v) {
+  switch (p) {
+    case Probe::kReady: return v.ready;
+    case Probe::kStartup: return v.startup;
+    case Probe::kLive: break;
+  }
+  return v.live;
+}
+
+const char* ModeName(Mode m) { return m == Mode::kObserve ? "observe" : "enforce"; }
+
+// "blocked in clock_nanosleep", "cpu-bound", ...
+std::string StallWhat(const StallRecord& s) {
+  switch (s.stall_class) {
+    case StallClass::kCpu: return "cpu-bound";
+    case StallClass::kBlocked:
+      return s.syscall.empty() ? "blocked" : "blocked in " + s.syscall;
+    case StallClass::kHost: return "host paused";
+    default: return "unknown";
+  }
+}
+
+int64_t ViewAge(const View& v, int64_t now_ns) {
+  return now_ns > v.taken_ns ? now_ns - v.taken_ns : 0;
+}
+
+void SegmentJson(const View& v, JsonWriter* w) {
+  w->Key("segment").BeginObject();
+  w->Field("status", SegmentStatusName(v.segment));
+  if (v.segment_error.empty()) {
+    w->Key("error").Null();
+  } else {
+    w->Field("error", v.segment_error);
+  }
+  w->Field("slot_count", v.slot_count);
+  w->EndObject();
+}
+
+void StallJson(const StallRecord& s, bool open, JsonWriter* w) {
+  w->BeginObject();
+  w->Field("id", s.id);
+  w->Field("class", StallClassName(s.stall_class));
+  w->Field("seconds", Sec(s.duration_ns));
+  w->Field("open", open);
+  w->Field("has_report", s.has_report);
+  w->Field("syscall", s.syscall);
+  w->Field("wchan", s.wchan);
+  w->Field("cpu_seconds", Sec(s.loop_cpu_ns));
+  w->Field("activity", s.activity);
+  w->EndObject();
+}
+
+void LagP99(const LoopView& l, JsonWriter* w) {
+  w->Key("lag_p99_seconds");
+  if (l.lag_p99_ns < 0) {
+    w->Null();
+  } else {
+    w->Double(Sec(l.lag_p99_ns));
+  }
+}
+
+// The per-loop entry of a probe's JSON detail.
+void ProbeLoopJson(const LoopView& l, JsonWriter* w) {
+  w->BeginObject();
+  w->Field("slot", l.slot);
+  w->Field("name", l.name);
+  w->Field("kind", l.kind);
+  w->Field("pid", l.pid);
+  w->Field("state", LoopStateName(l.state));
+  w->Field("heartbeat_age_seconds", Sec(l.heartbeat_age_ns));
+  w->Field("lag_seconds", Sec(l.lag_ns));
+  LagP99(l, w);
+  w->Field("ready", l.ready);
+  w->Field("failing_liveness", l.failing_liveness);
+  w->Key("stall");
+  if (l.stall_open) {
+    w->BeginObject();
+    w->Field("class", StallClassName(l.stall.stall_class));
+    w->Field("seconds", Sec(l.stall.duration_ns));
+    w->Field("syscall", l.stall.syscall);
+    w->Field("activity", l.stall.activity);
+    w->EndObject();
+  } else {
+    w->Null();
+  }
+  w->EndObject();
+}
+
+// One line of ?verbose text per loop.
+std::string LoopLine(const LoopView& l) {
+  std::string s = "loop " + OneLine(l.name) + " slot=" + std::to_string(l.slot) +
+                  " pid=" + std::to_string(l.pid) + " kind=" + OneLine(l.kind) +
+                  " state=" + LoopStateName(l.state) +
+                  " age=" + Fixed(l.heartbeat_age_ns) + " lag=" + Fixed(l.lag_ns) +
+                  " p99=" + (l.lag_p99_ns < 0 ? std::string("-") : Fixed(l.lag_p99_ns)) +
+                  " ready=" + (l.ready ? "yes" : "no");
+  if (l.failing_liveness) s += " failing_liveness";
+  if (l.stall_open) {
+    s += " stall=" + std::string(StallClassName(l.stall.stall_class)) + "/" +
+         Fixed(l.stall.duration_ns);
+    if (!l.stall.syscall.empty()) s += " syscall=" + OneLine(l.stall.syscall);
+    if (!l.stall.activity.empty()) s += " activity=\"" + OneLine(l.stall.activity) + "\"";
+  }
+  return s;
+}
+
+}  // namespace
+
+// ---------------------------------------------------------------- Hold
+
+void Hold::Set(int64_t now_ns, int64_t until_ns, std::string reason) {
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    reason_ = std::move(reason);
+    set_ns_ = now_ns;
+    count_.fetch_add(1, std::memory_order_relaxed);
+    until_ns_.store(until_ns, std::memory_order_release);
+  }
+}
+
+void Hold::Clear() {
+  std::lock_guard<std::mutex> lock(mu_);
+  until_ns_.store(0, std::memory_order_release);
+  reason_.clear();
+  set_ns_ = 0;
+}
+
+std::string Hold::reason() const {
+  std::lock_guard<std::mutex> lock(mu_);
+  return reason_;
+}
+
+Hold::State Hold::Snapshot() const {
+  std::lock_guard<std::mutex> lock(mu_);
+  State s;
+  s.until_ns = until_ns_.load(std::memory_order_acquire);
+  s.set_ns = set_ns_;
+  s.reason = reason_;
+  s.count = count_.load(std::memory_order_relaxed);
+  return s;
+}
+
+// ---------------------------------------------------------------- helpers
+
+const char* ProbeName(Probe p) {
+  switch (p) {
+    case Probe::kLive: return "livez";
+    case Probe::kReady: return "readyz";
+    case Probe::kStartup: return "startupz";
+  }
+  return "livez";
+}
+
+std::string OneLine(const std::string& s) {
+  std::string out = s;
+  for (char& c : out) {
+    unsigned char u = static_cast<unsigned char>(c);
+    if (u < 0x20 || u == 0x7F) c = '?';
+  }
+  return out;
+}
+
+bool ViewIsStale(const View& view, int64_t now_ns, const Config& config) {
+  return ViewAge(view, now_ns) > 3 * config.poll_interval.count() + kNsPerSec;
+}
+
+// ---------------------------------------------------------------- probes
+
+ProbeResponse AnswerProbe(Probe probe, const View& view, const Config& config,
+                          const Hold& hold, int64_t now_ns, bool detail_json,
+                          bool verbose) {
+  const Verdict& verdict = VerdictOf(probe, view);
+  const bool observe = config.mode == Mode::kObserve;
+  // The hold is read once: Active() and the remaining time must agree.
+  Hold::State held;
+  bool hold_active = false;
+  if (probe == Probe::kLive && hold.Active(now_ns)) {
+    held = hold.Snapshot();
+    hold_active = now_ns < held.until_ns;
+  }
+
+  ProbeResponse r;
+  std::string line;
+  const std::string reason = OneLine(verdict.reason);
+  if (verdict.ok) {
+    r.status = 200;
+    line = reason;
+  } else if (observe) {
+    r.status = 200;
+    line = "ok (observe mode; would fail: " + reason + ")";
+  } else if (hold_active) {
+    r.status = 200;
+    line = "ok (held for another " + Short(held.until_ns - now_ns) + ": " +
+           OneLine(held.reason) + "; would fail: " + reason + ")";
+  } else {
+    r.status = 503;
+    line = reason;
+  }
+  if (verdict.ok && hold_active) {
+    line += " (hold active for another " + Short(held.until_ns - now_ns) + ")";
+  }
+  const bool stale = ViewIsStale(view, now_ns, config);
+  if (stale) line += " (view is " + Short(ViewAge(view, now_ns)) + " old)";
+
+  if (detail_json) {
+    JsonWriter w;
+    w.BeginObject();
+    w.Field("status", r.status == 200 ? "ok" : "fail");
+    w.Field("code", r.status);
+    w.Field("probe", ProbeName(probe));
+    w.Field("verdict", verdict.ok ? "pass" : "fail");
+    w.Field("reason", verdict.reason);
+    w.Field("message", line);
+    w.Field("mode", ModeName(config.mode));
+    w.Key("hold");
+    if (hold_active) {
+      w.BeginObject();
+      w.Field("remaining_seconds", Sec(held.until_ns - now_ns));
+      w.Field("reason", held.reason);
+      w.EndObject();
+    } else {
+      w.Null();
+    }
+    w.Field("view_age_seconds", Sec(ViewAge(view, now_ns)));
+    w.Field("stale", stale);
+    w.Field("poll", view.poll);
+    SegmentJson(view, &w);
+    w.Key("loops").BeginArray();
+    for (const LoopView& l : view.loops) ProbeLoopJson(l, &w);
+    w.EndArray();
+    w.EndObject();
+    r.content_type = kJsonType;
+    r.body = w.Take();
+    r.body += '\n';
+    return r;
+  }
+
+  r.content_type = kTextType;
+  r.body = line;
+  r.body += '\n';
+  if (verbose) {
+    r.body += "segment " + std::string(SegmentStatusName(view.segment));
+    if (!view.segment_error.empty()) r.body += ": " + OneLine(view.segment_error);
+    r.body += ", mode " + std::string(ModeName(config.mode)) + ", view " +
+              Fixed(ViewAge(view, now_ns)) + " old, " +
+              std::to_string(view.loops.size()) + " loops\n";
+    for (const LoopView& l : view.loops) {
+      r.body += LoopLine(l);
+      r.body += '\n';
+    }
+  }
+  return r;
+}
+
+ProbeResponse HealthzResponse(const View& view, int64_t now_ns,
+                              const Config& config) {
+  ProbeResponse r;
+  r.content_type = kTextType;
+  const int64_t age = ViewAge(view, now_ns);
+  if (ViewIsStale(view, now_ns, config)) {
+    r.status = 503;
+    r.body = "poll thread stuck: last poll " + Short(age) + " ago (poll_interval " +
+             FormatDuration(config.poll_interval) + ")\n";
+    return r;
+  }
+  r.status = 200;
+  r.body = "ok: poll " + std::to_string(view.poll) + " " + Short(age) +
+           " ago, segment " + SegmentStatusName(view.segment) + ", " +
+           std::to_string(view.loops.size()) + " loops\n";
+  return r;
+}
+
+// ---------------------------------------------------------------- /debug
+
+std::string LoopsJson(const View& view, int64_t now_ns) {
+  JsonWriter w;
+  w.BeginObject();
+  w.Field("view_age_seconds", Sec(ViewAge(view, now_ns)));
+  w.Field("poll", view.poll);
+  SegmentJson(view, &w);
+  w.Key("verdicts").BeginObject();
+  const std::pair<const char*, const Verdict*> verdicts[] = {
+      {"livez", &view.live}, {"readyz", &view.ready}, {"startupz", &view.startup}};
+  for (const auto& [name, v] : verdicts) {
+    w.Key(name).BeginObject();
+    w.Field("ok", v->ok);
+    w.Field("reason", v->reason);
+    w.EndObject();
+  }
+  w.EndObject();
+  w.Field("started", view.started);
+  w.Key("loops").BeginArray();
+  for (const LoopView& l : view.loops) {
+    w.BeginObject();
+    w.Field("slot", l.slot);
+    w.Field("generation", l.generation);
+    w.Field("name", l.name);
+    w.Field("kind", l.kind);
+    w.Field("pid", l.pid);
+    w.Field("state", LoopStateName(l.state));
+    w.Field("ready", l.ready);
+    w.Field("failing_liveness", l.failing_liveness);
+    w.Field("interval_seconds", Sec(l.interval_ns));
+    w.Field("heartbeat_age_seconds", Sec(l.heartbeat_age_ns));
+    w.Field("beats", l.beats);
+    w.Field("lag_seconds", Sec(l.lag_ns));
+    LagP99(l, &w);
+    w.Field("lag_max_seconds", Sec(int64_t(l.lag_max_ns)));
+    w.Field("activity", l.activity);
+    if (l.state == LoopState::kDead) {
+      w.Field("dead_seconds", Sec(view.taken_ns - l.dead_since_ns));
+    }
+    w.Key("stalls").BeginObject();
+    for (int c = 0; c < kStallClasses; c++) {
+      w.Field(StallClassName(StallClass(c)), l.stalls[size_t(c)]);
+    }
+    w.EndObject();
+    w.Key("stall");
+    if (l.stall_open) {
+      StallJson(l.stall, true, &w);
+    } else {
+      w.Null();
+    }
+    // Cumulative, like Prometheus "le" buckets; the segment's are not.
+    w.Key("lag_histogram").BeginObject();
+    uint64_t run = 0;
+    w.Key("buckets").BeginArray();
+    for (unsigned b = 0; b < LW_LAG_BUCKETS; b++) {
+      run += l.lag_bucket[b];
+      w.BeginObject();
+      if (b < LW_LAG_FINITE_BOUNDS) {
+        w.Field("le", Sec(int64_t(kLagBoundsNs[b])));
+      } else {
+        w.Field("le", "+Inf");
+      }
+      w.Field("count", run);
+      w.EndObject();
+    }
+    w.EndArray();
+    w.Field("count", run);
+    w.Field("sum_seconds", Sec(int64_t(l.lag_sum_ns)));
+    w.EndObject();
+    w.EndObject();
+  }
+  w.EndArray();
+  w.EndObject();
+  std::string out = w.Take();
+  out += '\n';
+  return out;
+}
+
+std::string StallsJson(const View& view, int64_t now_ns) {
+  JsonWriter w;
+  w.BeginObject();
+  w.Field("view_age_seconds", Sec(ViewAge(view, now_ns)));
+  w.Key("totals").BeginObject();
+  for (int c = 0; c < kStallClasses; c++) {
+    w.Field(StallClassName(StallClass(c)), view.stalls_total[size_t(c)]);
+  }
+  w.EndObject();
+  w.Field("reports_suppressed", view.reports_suppressed_total);
+  w.Key("stalls").BeginArray();
+  for (auto it = view.recent_stalls.rbegin(); it != view.recent_stalls.rend(); ++it) {
+    const StallRecord& s = *it;
+    // The loop's current copy is fresher while the stall lasts.
+    const StallRecord* cur = &s;
+    bool open = false;
+    for (const LoopView& l : view.loops) {
+      if (l.stall_open && l.stall.id == s.id) {
+        cur = &l.stall;
+        open = true;
+        break;
+      }
+    }
+    w.BeginObject();
+    w.Field("id", cur->id);
+    w.Field("loop", cur->loop);
+    w.Field("slot", cur->slot);
+    w.Field("pid", cur->pid);
+    w.Field("class", StallClassName(cur->stall_class));
+    w.Field("open", open);
+    w.Field("duration_seconds", Sec(cur->duration_ns));
+    w.Field("started_seconds_ago", Sec(now_ns - cur->started_ns));
+    w.Key("ended_seconds_ago");
+    if (open || cur->ended_ns == 0) {
+      w.Null();
+    } else {
+      w.Double(Sec(now_ns - cur->ended_ns));
+    }
+    w.Field("started_ns", cur->started_ns);
+    w.Field("ended_ns", cur->ended_ns);
+    w.Field("syscall", cur->syscall);
+    w.Field("wchan", cur->wchan);
+    w.Field("cpu_seconds", Sec(cur->loop_cpu_ns));
+    w.Field("activity", cur->activity);
+    w.Field("has_report", cur->has_report);
+    w.Field("summary", StallWhat(*cur));
+    w.Field("text", cur->text);
+    w.EndObject();
+  }
+  w.EndArray();
+  w.EndObject();
+  std::string out = w.Take();
+  out += '\n';
+  return out;
+}
+
+std::string HoldJson(const Hold& hold, const Config& config, int64_t now_ns) {
+  Hold::State s = hold.Snapshot();
+  const bool active = now_ns < s.until_ns;
+  JsonWriter w;
+  w.BeginObject();
+  w.Field("active", active);
+  w.Key("remaining_seconds");
+  if (active) {
+    w.Double(Sec(s.until_ns - now_ns));
+  } else {
+    w.Null();
+  }
+  w.Key("reason");
+  if (active) {
+    w.String(s.reason);
+  } else {
+    w.Null();
+  }
+  w.Key("set_seconds_ago");
+  if (active && s.set_ns > 0) {
+    w.Double(Sec(now_ns - s.set_ns));
+  } else {
+    w.Null();
+  }
+  w.Field("holds_total", s.count);
+  w.Field("max_hold_seconds", Sec(config.max_hold.count()));
+  w.EndObject();
+  std::string out = w.Take();
+  out += '\n';
+  return out;
+}
+
+}  // namespace loopwatch

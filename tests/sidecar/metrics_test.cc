@@ -1,0 +1,504 @@
+// SPDX-License-Identifier: Apache-2.0
+//
+// The /metrics exposition, from hand-made Views.
+#include "metrics.h"
+
+#include <gtest/gtest.h>
+#include <prometheus/text_serializer.h>
+
+#include <cmath>
+#include <limits>
+
+#include <algorithm>
+#include <chrono>
+#include <cstdio>
+#include <map>
+#include <string>
+#include <vector>
+
+namespace loopwatch {
+namespace {
+
+// Sanitizers slow rendering tenfold and more: the time is then only printed.
+#if defined(__SANITIZE_ADDRESS__) || defined(__SANITIZE_THREAD__)
+constexpr bool kSanitized = true;
+#elif defined(__has_feature)
+#if __has_feature(address_sanitizer) || __has_feature(thread_sanitizer)
+constexpr bool kSanitized = true;
+#else
+constexpr bool kSanitized = false;
+#endif
+#else
+constexpr bool kSanitized = false;
+#endif
+
+constexpr int64_t kSec = 1000000000;
+constexpr int64_t kMs = 1000000;
+constexpr int64_t kT0 = 1000 * kSec;
+
+// One sample line of the text format, parsed strictly.
+struct Sample {
+  std::string name;
+  std::vector<std::pair<std::string, std::string>> labels;  // unescaped
+  std::string value;
+
+  std::string Label(const std::string& k) const {
+    for (auto& [n, v] : labels) {
+      if (n == k) return v;
+    }
+    return "<none>";
+  }
+};
+
+bool NameChar(char c, bool first) {
+  return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || c == '_' || c == ':' ||
+         (!first && c >= '0' && c <= '9');
+}
+
+// Parses `name{a="x",b="y"} value` (label values escaped with \\ \" \n
+// only). Returns false on anything else.
+bool ParseSample(const std::string& line, Sample* s) {
+  size_t i = 0;
+  while (i < line.size() && NameChar(line[i], i == 0)) i++;
+  if (i == 0) return false;
+  s->name = line.substr(0, i);
+  if (i < line.size() && line[i] == '{') {
+    i++;
+    while (i < line.size() && line[i] != '}') {
+      size_t st = i;
+      while (i < line.size() && NameChar(line[i], i == st)) i++;
+      if (i == st || i + 1 >= line.size() || line[i] != '=' || line[i + 1] != '"') {
+        return false;
+      }
+      std::string name = line.substr(st, i - st);
+      i += 2;
+      std::string value;
+      for (;;) {
+        if (i >= line.size()) return false;
+        char c = line[i++];
+        if (c == '"') break;
+        if (c == '\n') return false;
+        if (c == '\\') {
+          if (i >= line.size()) return false;
+          char e = line[i++];
+          if (e == 'n') value += '\n';
+          else if (e == '\\') value += '\\';
+          else if (e == '"') value += '"';
+          else return false;
+        } else {
+          value += c;
+        }
+      }
+      s->labels.emplace_back(name, value);
+      if (i < line.size() && line[i] == ',') i++;
+    }
+    if (i >= line.size()) return false;
+    i++;  // '}'
+  }
+  if (i >= line.size() || line[i] != ' ') return false;
+  s->value = line.substr(i + 1);
+  if (s->value.empty()) return false;
+  if (s->value != "+Inf" && s->value != "-Inf" && s->value != "Nan") {
+    char* end = nullptr;
+    strtod(s->value.c_str(), &end);
+    if (*end != '\0') return false;
+  }
+  return true;
+}
+
+struct Exposition {
+  std::vector<Sample> samples;
+  std::map<std::string, std::string> type;  // family -> TYPE
+  std::map<std::string, std::string> help;
+
+  std::vector<const Sample*> Find(
+      const std::string& name,
+      const std::vector<std::pair<std::string, std::string>>& match = {}) const {
+    std::vector<const Sample*> out;
+    for (const Sample& s : samples) {
+      if (s.name != name) continue;
+      bool ok = true;
+      for (auto& [k, v] : match) ok = ok && s.Label(k) == v;
+      if (ok) out.push_back(&s);
+    }
+    return out;
+  }
+  // The value of the one sample matching; fails the test otherwise.
+  double Value(const std::string& name,
+               const std::vector<std::pair<std::string, std::string>>& match = {}) const {
+    auto f = Find(name, match);
+    EXPECT_EQ(f.size(), 1u) << name;
+    return f.empty() ? -1 : strtod(f[0]->value.c_str(), nullptr);
+  }
+};
+
+Exposition Parse(const std::string& text) {
+  Exposition e;
+  EXPECT_FALSE(text.empty());
+  EXPECT_EQ(text.back(), '\n');
+  size_t start = 0;
+  for (size_t nl; (nl = text.find('\n', start)) != std::string::npos; start = nl + 1) {
+    std::string line = text.substr(start, nl - start);
+    if (line.empty()) continue;
+    if (line.rfind("# HELP ", 0) == 0) {
+      size_t sp = line.find(' ', 7);
+      e.help[line.substr(7, sp - 7)] = line.substr(sp + 1);
+      continue;
+    }
+    if (line.rfind("# TYPE ", 0) == 0) {
+      size_t sp = line.find(' ', 7);
+      e.type[line.substr(7, sp - 7)] = line.substr(sp + 1);
+      continue;
+    }
+    Sample s;
+    EXPECT_TRUE(ParseSample(line, &s)) << "bad line: " << line;
+    e.samples.push_back(std::move(s));
+  }
+  return e;
+}
+
+LoopView Loop(uint32_t slot, const std::string& name, LoopState state) {
+  LoopView l;
+  l.slot = slot;
+  l.name = name;
+  l.kind = "asyncio";
+  l.pid = 4000 + slot;
+  l.state = state;
+  l.interval_ns = 100 * kMs;
+  l.heartbeat_age_ns = 40 * kMs;
+  l.beats = 500;
+  return l;
+}
+
+View TwoLoops() {
+  View v;
+  v.taken_ns = kT0;
+  v.poll = 77;
+  v.segment = SegmentStatus::kOk;
+  v.slot_count = 64;
+  LoopView a = Loop(0, "web-1", LoopState::kLive);
+  // 10 beats <= 1 ms, 5 in (1, 2.5] ms, 2 in (5, 10] ms, 1 above 30 s.
+  a.lag_bucket[0] = 10;
+  a.lag_bucket[1] = 5;
+  a.lag_bucket[3] = 2;
+  a.lag_bucket[LW_LAG_BUCKETS - 1] = 1;
+  a.lag_count = 18;
+  a.lag_sum_ns = 31 * kSec + 500 * kMs;
+  a.lag_max_ns = 31 * kSec;
+  a.stalls[int(StallClass::kCpu)] = 2;
+  LoopView b = Loop(3, "web-2", LoopState::kStalled);
+  b.ready = false;
+  b.failing_liveness = true;
+  b.heartbeat_age_ns = 7 * kSec;
+  b.stall_open = true;
+  b.stall.duration_ns = 6500 * kMs;
+  b.stall.stall_class = StallClass::kBlocked;
+  b.stalls[int(StallClass::kBlocked)] = 1;
+  LoopView gone = Loop(5, "gone-1", LoopState::kGone);
+  LoopView dead = Loop(6, "dead-1", LoopState::kDead);
+  v.loops = {a, b, gone, dead};
+  v.stalls_total = {0, 2, 1, 4};
+  v.deaths_total = 3;
+  v.reports_suppressed_total = 9;
+  v.segment_errors_total = 2;
+  v.last_poll_lateness_ns = 3 * kMs;
+  StallDurationHistogram& h = v.stall_duration[int(StallClass::kCpu)];
+  h.bucket[0] = 1;  // <= 0.5 s
+  h.bucket[3] = 1;  // (2.5, 5]
+  h.sum_seconds = 4.25;
+  h.count = 2;
+  return v;
+}
+
+TEST(Metrics, EveryFamilyHasHelpAndType) {
+  SidecarMetrics m;
+  Hold hold;
+  Exposition e = Parse(m.Render(TwoLoops(), hold, kT0 + 10 * kMs));
+  const std::map<std::string, std::string> want = {
+      {"loopwatch_loop_up", "gauge"},
+      {"loopwatch_loop_state", "gauge"},
+      {"loopwatch_loop_heartbeat_age_seconds", "gauge"},
+      {"loopwatch_loop_lag_seconds", "histogram"},
+      {"loopwatch_loop_lag_max_seconds", "gauge"},
+      {"loopwatch_loop_stalls_total", "counter"},
+      {"loopwatch_loop_stall_seconds", "gauge"},
+      {"loopwatch_loop_ready", "gauge"},
+      {"loopwatch_stalls_total", "counter"},
+      {"loopwatch_stall_duration_seconds", "histogram"},
+      {"loopwatch_loop_deaths_total", "counter"},
+      {"loopwatch_reports_suppressed_total", "counter"},
+      {"loopwatch_probe_requests_total", "counter"},
+      {"loopwatch_poll_lateness_seconds", "gauge"},
+      {"loopwatch_holds_total", "counter"},
+      {"loopwatch_hold_active", "gauge"},
+      {"loopwatch_hold_remaining_seconds", "gauge"},
+      {"loopwatch_segment_errors_total", "counter"},
+      {"loopwatch_segment_status", "gauge"},
+      {"loopwatch_loops", "gauge"},
+      {"loopwatch_build_info", "gauge"},
+  };
+  for (auto& [name, type] : want) {
+    EXPECT_EQ(e.type[name], type) << name;
+    EXPECT_FALSE(e.help[name].empty()) << name;
+  }
+  for (auto& [name, type] : e.type) {
+    EXPECT_EQ(name.rfind("loopwatch_", 0), 0u) << name;
+    EXPECT_FALSE(e.help[name].empty()) << name;
+  }
+}
+
+TEST(Metrics, PerLoopSeries) {
+  SidecarMetrics m;
+  Hold hold;
+  Exposition e = Parse(m.Render(TwoLoops(), hold, kT0));
+  const std::vector<std::pair<std::string, std::string>> a = {
+      {"loop", "web-1"}, {"slot", "0"}, {"kind", "asyncio"}, {"pid", "4000"}};
+  const std::vector<std::pair<std::string, std::string>> b = {{"loop", "web-2"},
+                                                              {"slot", "3"}};
+  EXPECT_EQ(e.Value("loopwatch_loop_up", a), 1);
+  EXPECT_EQ(e.Value("loopwatch_loop_up", b), 0);
+  EXPECT_EQ(e.Value("loopwatch_loop_up", {{"loop", "dead-1"}}), 0);
+  // Gone loops are not exported at all.
+  EXPECT_TRUE(e.Find("loopwatch_loop_up", {{"loop", "gone-1"}}).empty());
+  EXPECT_TRUE(e.Find("loopwatch_loop_lag_seconds_count", {{"loop", "gone-1"}}).empty());
+  // One-hot state.
+  auto states = e.Find("loopwatch_loop_state", b);
+  ASSERT_EQ(states.size(), 5u);
+  for (const Sample* s : states) {
+    EXPECT_EQ(s->value, s->Label("state") == "stalled" ? "1" : "0") << s->Label("state");
+  }
+  EXPECT_NEAR(e.Value("loopwatch_loop_heartbeat_age_seconds", b), 7, 1e-9);
+  EXPECT_NEAR(e.Value("loopwatch_loop_heartbeat_age_seconds", a), 0.04, 1e-9);
+  EXPECT_NEAR(e.Value("loopwatch_loop_stall_seconds", b), 6.5, 1e-9);
+  EXPECT_EQ(e.Value("loopwatch_loop_stall_seconds", a), 0);
+  EXPECT_EQ(e.Value("loopwatch_loop_ready", a), 1);
+  EXPECT_EQ(e.Value("loopwatch_loop_ready", b), 0);
+  EXPECT_NEAR(e.Value("loopwatch_loop_lag_max_seconds", a), 31, 1e-9);
+  auto a_cpu = a;
+  a_cpu.push_back({"class", "cpu"});
+  EXPECT_EQ(e.Value("loopwatch_loop_stalls_total", a_cpu), 2);
+  EXPECT_EQ(e.Find("loopwatch_loop_stalls_total", a).size(), 4u);
+  EXPECT_EQ(e.Value("loopwatch_loop_stalls_total", {{"loop", "web-2"}, {"class", "blocked"}}),
+            1);
+}
+
+TEST(Metrics, LagHistogramIsCumulativeInSecondsAndEndsWithInfEqualToCount) {
+  SidecarMetrics m;
+  Hold hold;
+  Exposition e = Parse(m.Render(TwoLoops(), hold, kT0));
+  auto buckets = e.Find("loopwatch_loop_lag_seconds_bucket", {{"loop", "web-1"}});
+  ASSERT_EQ(buckets.size(), size_t(LW_LAG_BUCKETS));
+  const char* les[] = {"0.001", "0.0025", "0.005", "0.01", "0.025", "0.05", "0.1",
+                       "0.25",  "0.5",    "1",     "2.5",  "5",     "10",   "30", "+Inf"};
+  const double counts[] = {10, 15, 15, 17, 17, 17, 17, 17, 17, 17, 17, 17, 17, 17, 18};
+  double prev = 0;
+  for (size_t i = 0; i < buckets.size(); i++) {
+    EXPECT_EQ(buckets[i]->Label("le"), les[i]);
+    double v = strtod(buckets[i]->value.c_str(), nullptr);
+    EXPECT_EQ(v, counts[i]) << les[i];
+    EXPECT_GE(v, prev);
+    prev = v;
+  }
+  EXPECT_EQ(buckets.back()->Label("le"), "+Inf");
+  EXPECT_EQ(e.Value("loopwatch_loop_lag_seconds_count", {{"loop", "web-1"}}),
+            strtod(buckets.back()->value.c_str(), nullptr));
+  EXPECT_NEAR(e.Value("loopwatch_loop_lag_seconds_sum", {{"loop", "web-1"}}), 31.5, 1e-9);
+  // An empty histogram is all zeros, still with +Inf.
+  auto empty = e.Find("loopwatch_loop_lag_seconds_bucket", {{"loop", "web-2"}, {"le", "+Inf"}});
+  ASSERT_EQ(empty.size(), 1u);
+  EXPECT_EQ(empty[0]->value, "0");
+}
+
+TEST(Metrics, SidecarWideSeries) {
+  SidecarMetrics m;
+  Hold hold;
+  hold.Set(kT0, kT0 + 90 * kSec, "INC-1");
+  m.CountProbe(Endpoint::kLivez, 200);
+  m.CountProbe(Endpoint::kLivez, 200);
+  m.CountProbe(Endpoint::kLivez, 503);
+  m.CountProbe(Endpoint::kReadyz, 405);
+  Exposition e = Parse(m.Render(TwoLoops(), hold, kT0 + 30 * kSec));
+  EXPECT_EQ(e.Value("loopwatch_stalls_total", {{"class", "cpu"}}), 2);
+  EXPECT_EQ(e.Value("loopwatch_stalls_total", {{"class", "blocked"}}), 1);
+  EXPECT_EQ(e.Value("loopwatch_stalls_total", {{"class", "host"}}), 4);
+  EXPECT_EQ(e.Value("loopwatch_stalls_total", {{"class", "unknown"}}), 0);
+  EXPECT_EQ(e.Value("loopwatch_stall_duration_seconds_count", {{"class", "cpu"}}), 2);
+  EXPECT_EQ(e.Value("loopwatch_stall_duration_seconds_bucket", {{"class", "cpu"}, {"le", "0.5"}}),
+            1);
+  EXPECT_EQ(e.Value("loopwatch_stall_duration_seconds_bucket", {{"class", "cpu"}, {"le", "2.5"}}),
+            1);
+  EXPECT_EQ(e.Value("loopwatch_stall_duration_seconds_bucket", {{"class", "cpu"}, {"le", "5"}}),
+            2);
+  EXPECT_EQ(e.Value("loopwatch_stall_duration_seconds_bucket", {{"class", "cpu"}, {"le", "+Inf"}}),
+            2);
+  EXPECT_NEAR(e.Value("loopwatch_stall_duration_seconds_sum", {{"class", "cpu"}}), 4.25, 1e-9);
+  EXPECT_EQ(e.Value("loopwatch_loop_deaths_total"), 3);
+  EXPECT_EQ(e.Value("loopwatch_reports_suppressed_total"), 9);
+  EXPECT_EQ(e.Value("loopwatch_segment_errors_total"), 2);
+  EXPECT_NEAR(e.Value("loopwatch_poll_lateness_seconds"), 0.003, 1e-12);
+  EXPECT_EQ(e.Value("loopwatch_holds_total"), 1);
+  EXPECT_EQ(e.Value("loopwatch_hold_active"), 1);
+  EXPECT_NEAR(e.Value("loopwatch_hold_remaining_seconds"), 60, 1e-9);
+  EXPECT_EQ(e.Value("loopwatch_probe_requests_total", {{"endpoint", "livez"}, {"code", "200"}}),
+            2);
+  EXPECT_EQ(e.Value("loopwatch_probe_requests_total", {{"endpoint", "livez"}, {"code", "503"}}),
+            1);
+  EXPECT_EQ(e.Value("loopwatch_probe_requests_total", {{"endpoint", "readyz"}, {"code", "405"}}),
+            1);
+  // Pre-created series are exported at zero.
+  EXPECT_EQ(e.Value("loopwatch_probe_requests_total",
+                    {{"endpoint", "startupz"}, {"code", "503"}}),
+            0);
+  auto status = e.Find("loopwatch_segment_status");
+  ASSERT_EQ(status.size(), 7u);
+  for (const Sample* s : status) {
+    EXPECT_EQ(s->value, s->Label("status") == "ok" ? "1" : "0");
+  }
+  EXPECT_EQ(e.Value("loopwatch_loops", {{"state", "live"}}), 1);
+  EXPECT_EQ(e.Value("loopwatch_loops", {{"state", "stalled"}}), 1);
+  EXPECT_EQ(e.Value("loopwatch_loops", {{"state", "dead"}}), 1);
+  EXPECT_EQ(e.Value("loopwatch_loops", {{"state", "starting"}}), 0);
+  auto info = e.Find("loopwatch_build_info");
+  ASSERT_EQ(info.size(), 1u);
+  EXPECT_EQ(info[0]->Label("version"), LOOPWATCH_VERSION);
+  EXPECT_EQ(info[0]->Label("format_version"), "1.0");
+  EXPECT_EQ(info[0]->value, "1");
+
+  // After the hold expires.
+  e = Parse(m.Render(TwoLoops(), hold, kT0 + 90 * kSec));
+  EXPECT_EQ(e.Value("loopwatch_hold_active"), 0);
+  EXPECT_EQ(e.Value("loopwatch_hold_remaining_seconds"), 0);
+  EXPECT_EQ(e.Value("loopwatch_holds_total"), 1);
+}
+
+TEST(Metrics, SegmentProblemExportsNoLoops) {
+  SidecarMetrics m;
+  Hold hold;
+  View v;
+  v.taken_ns = kT0;
+  v.segment = SegmentStatus::kVersionMismatch;
+  Exposition e = Parse(m.Render(v, hold, kT0));
+  EXPECT_EQ(e.Value("loopwatch_segment_status", {{"status", "version_mismatch"}}), 1);
+  EXPECT_EQ(e.Value("loopwatch_segment_status", {{"status", "ok"}}), 0);
+  EXPECT_TRUE(e.Find("loopwatch_loop_up").empty());
+}
+
+TEST(Metrics, HostileLoopNamesAreEscaped) {
+  SidecarMetrics m;
+  Hold hold;
+  View v = TwoLoops();
+  v.loops[0].name = "a\"b\\c\nd";
+  v.loops[0].kind = "k}\"{";
+  v.loops[1].name = "bad\xff\xfeutf8\xc3";
+  std::string text = m.Render(v, hold, kT0);
+  EXPECT_NE(text.find("loopwatch_loop_up{loop=\"a\\\"b\\\\c\\nd\",slot=\"0\",kind=\"k}\\\"{\","
+                      "pid=\"4000\"} 1\n"),
+            std::string::npos)
+      << text.substr(0, 2000);
+  Exposition e = Parse(text);  // every line still parses
+  EXPECT_EQ(e.Value("loopwatch_loop_up", {{"loop", "a\"b\\c\nd"}}), 1);
+  // Invalid UTF-8 becomes U+FFFD.
+  EXPECT_EQ(e.Value("loopwatch_loop_up",
+                    {{"loop", "bad\xEF\xBF\xBD\xEF\xBF\xBDutf8\xEF\xBF\xBD"}}),
+            0);
+}
+
+TEST(Metrics, WriteTextMatchesPrometheusTextSerializer) {
+  SidecarMetrics m;
+  Hold hold;
+  hold.Set(kT0, kT0 + 1234567891, "x");
+  m.CountProbe(Endpoint::kMetrics, 200);
+  m.CountProbe(Endpoint::kHealthz, 500);
+  View v = TwoLoops();
+  v.loops[0].name = "a\"b\\c\nd\xff";
+  v.loops[0].heartbeat_age_ns = 123456789;
+  v.loops[1].lag_sum_ns = 1;  // 1e-09
+  v.last_poll_lateness_ns = 98765432109;
+  auto fams = m.Collect(v, hold, kT0 + 333333333);
+  // Corners the View does not produce: summaries, timestamps, untyped,
+  // histograms without +Inf, non-finite and negative values.
+  prometheus::MetricFamily extra;
+  extra.name = "x_summary";
+  extra.help = "h";
+  extra.type = prometheus::MetricType::Summary;
+  prometheus::ClientMetric s;
+  s.label = {{"q", "\\"}};
+  s.summary.sample_count = 3;
+  s.summary.sample_sum = 0.1 + 0.2;
+  s.summary.quantile = {{0.5, 1.5}, {0.99, -2.25}};
+  s.timestamp_ms = 1700000000123;
+  extra.metric.push_back(s);
+  fams.push_back(extra);
+  prometheus::MetricFamily odd;
+  odd.name = "x_odd";
+  odd.type = prometheus::MetricType::Untyped;  // and no HELP
+  for (double d : {std::nan(""), std::numeric_limits<double>::infinity(),
+                   -std::numeric_limits<double>::infinity(), -0.0, 1e300, 1e15, 1e15 + 1,
+                   -7.0, 123456789012345.0, 2.5e-7}) {
+    prometheus::ClientMetric u;
+    u.untyped.value = d;
+    odd.metric.push_back(u);
+  }
+  fams.push_back(odd);
+  prometheus::MetricFamily h;
+  h.name = "x_hist";
+  h.help = "no inf";
+  h.type = prometheus::MetricType::Histogram;
+  prometheus::ClientMetric hm;
+  hm.histogram.sample_count = 4;
+  hm.histogram.sample_sum = 1.75;
+  hm.histogram.bucket = {{1, 0.1}, {3, 1.0 / 3}};
+  h.metric.push_back(hm);
+  fams.push_back(h);
+
+  std::string ours;
+  WriteText(fams, &ours);
+  const std::string theirs = prometheus::TextSerializer().Serialize(fams);
+  EXPECT_EQ(ours, theirs);
+  // And Render() is WriteText(Collect()).
+  fams.pop_back();
+  fams.pop_back();
+  fams.pop_back();
+  std::string again;
+  WriteText(fams, &again);
+  EXPECT_EQ(m.Render(v, hold, kT0 + 333333333), again);
+}
+
+TEST(Metrics, RendersTwoHundredFiftySixLoopsQuickly) {
+  SidecarMetrics m;
+  Hold hold;
+  View v;
+  v.taken_ns = kT0;
+  v.segment = SegmentStatus::kOk;
+  v.slot_count = 256;
+  for (uint32_t i = 0; i < 256; i++) {
+    LoopView l = Loop(i, "gunicorn-worker-" + std::to_string(i), LoopState::kLive);
+    for (unsigned b = 0; b < LW_LAG_BUCKETS; b++) l.lag_bucket[b] = 1000 * (b + 1) + i;
+    l.lag_sum_ns = uint64_t(i) * 123456789;
+    l.stalls = {1, 2, 3, 4};
+    v.loops.push_back(l);
+  }
+  for (int e = 0; e < kEndpoints; e++) m.CountProbe(Endpoint(e), 200);
+  std::string text;
+  std::vector<double> ms;
+  for (int i = 0; i < 30; i++) {
+    auto t0 = std::chrono::steady_clock::now();
+    text = m.Render(v, hold, kT0);
+    auto t1 = std::chrono::steady_clock::now();
+    ms.push_back(std::chrono::duration<double, std::milli>(t1 - t0).count());
+  }
+  std::sort(ms.begin(), ms.end());
+  printf("[ METRICS  ] /metrics with 256 loops: %zu bytes, render min %.2f ms, "
+         "median %.2f ms, max %.2f ms (target < 5 ms)\n",
+         text.size(), ms.front(), ms[ms.size() / 2], ms.back());
+  Exposition e = Parse(text);
+  EXPECT_EQ(e.Find("loopwatch_loop_up").size(), 256u);
+  EXPECT_EQ(e.Find("loopwatch_loop_lag_seconds_bucket").size(), 256u * LW_LAG_BUCKETS);
+  // Generous: unit tests share the machine; the benchmark measures for real.
+  if (!kSanitized) {
+    EXPECT_LT(ms[ms.size() / 2], 50.0);
+  }
+}
+
+}  // namespace
+}  // namespace loopwatch
