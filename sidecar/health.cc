@@ -360,12 +360,14 @@ std::shared_ptr<const View> Health::Update(
           if (t->logged_at.size() < config_.report_limit) {
             t->logged_at.push_back(now_ns);
             events->push_back({Event::Kind::kStallReport, v, st, ""});
-            totals_.recent_stalls.push_back(st);
           } else {
             totals_.reports_suppressed_total++;
             events->push_back({Event::Kind::kStallReportSuppressed, v, st, ""});
           }
         }
+        // Every counted stall is in /debug/stalls, whether or not its report
+        // was logged (host pauses, rate-limited reports, no report at all).
+        if (t->stall_counted) RememberStall(st);
         t->report_seen_open = st.has_report;
         v.state = LoopState::kStalled;
         v.failing_liveness = st.stall_class != StallClass::kHost ||
@@ -461,10 +463,18 @@ void Health::EndStall(Track* t, int64_t end_ns, std::vector<Event>* events) {
   }
   ObserveStallDuration(v.stall);
   events->push_back({Event::Kind::kStallEnded, v, v.stall, ""});
-  // Keep /debug/stalls' copy in step with the end of the stall.
-  for (auto& rs : totals_.recent_stalls) {
-    if (rs.id == v.stall.id) rs = v.stall;
+  RememberStall(v.stall);
+}
+
+void Health::RememberStall(const StallRecord& s) {
+  for (auto it = totals_.recent_stalls.rbegin();
+       it != totals_.recent_stalls.rend(); ++it) {
+    if (it->id == s.id) {
+      *it = s;
+      return;
+    }
   }
+  totals_.recent_stalls.push_back(s);
 }
 
 void Health::ObserveStallDuration(const StallRecord& s) {

@@ -150,6 +150,8 @@ class Health {
   void Judge(View* v, int64_t now_ns) const;
   void ObserveStallDuration(const StallRecord& s);
   void EndStall(Track* t, int64_t end_ns, std::vector<Event>* events);
+  // Adds or updates a stall in the bounded history for /debug/stalls.
+  void RememberStall(const StallRecord& s);
 
   Config config_;
   std::map<uint32_t, std::unique_ptr<Track>> tracks_;  // by slot

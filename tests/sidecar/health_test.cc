@@ -965,6 +965,21 @@ TEST_F(HostPauseTest, PauseExplainingTheSilenceIsClassedHostAndPassesLiveness) {
   EXPECT_EQ(view->last_poll_lateness_ns, 0);
 }
 
+// /debug/stalls lists every counted stall, not only those whose report was
+// logged: a host pause has no report, yet the on-call engineer must see it.
+TEST_F(HostPauseTest, HostStallWithoutReportIsInTheStallHistory) {
+  Open(0, "w0");
+  Warm();
+  PodPause(8 * kSec);
+  ASSERT_EQ(view->recent_stalls.size(), 1u);
+  EXPECT_EQ(view->recent_stalls[0].stall_class, StallClass::kHost);
+  EXPECT_FALSE(view->recent_stalls[0].has_report);
+  EXPECT_EQ(view->recent_stalls[0].ended_ns, 0);
+  Step();
+  ASSERT_EQ(view->recent_stalls.size(), 1u);  // updated in place, not added
+  EXPECT_GT(view->recent_stalls[0].ended_ns, 0);
+}
+
 TEST_F(HostPauseTest, HostStallFailsLivenessWhenConfigured) {
   cfg.host_stall_fails_liveness = true;
   Open(0, "w0");
