@@ -263,6 +263,12 @@ static void init_header(lw_seg_header_t *h, uint32_t slots) {
 int lw_internal_segment_open(const char *path, uint32_t want_slots,
                              struct lw_seg_map *out) {
   int rc;
+  if (want_slots < 1 || want_slots > LW_SEG_MAX_SLOTS) {
+    /* A segment no writer would accept must never be created. */
+    set_error("cannot create segment %s with %u slots: expected 1 to %u",
+              path, want_slots, LW_SEG_MAX_SLOTS);
+    return -EINVAL;
+  }
   int fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0666);
   if (fd < 0) {
     rc = -errno;
@@ -606,7 +612,9 @@ static void report_measure(lw_loop_t *l, uint64_t now, int opening) {
   uint32_t cls = LW_CLASS_UNKNOWN;
   if (cpu >= 0 && l->wd_seen_cpu_ns >= 0 && wall > 0) {
     cpu_used = cpu > l->wd_seen_cpu_ns ? (uint64_t)(cpu - l->wd_seen_cpu_ns) : 0;
-    cls = cpu_used * 2 >= wall ? LW_CLASS_CPU : LW_CLASS_BLOCKED;
+    /* A spinning thread starved of CPU (a pod at its CPU limit) gets less
+     * than half the wall time but is runnable, not in a syscall. */
+    cls = cpu_used * 2 >= wall || p.running ? LW_CLASS_CPU : LW_CLASS_BLOCKED;
   } else if (p.running) {
     cls = LW_CLASS_CPU;
   } else if (p.nr >= 0) {

@@ -174,7 +174,9 @@ SegmentStatus SegmentReader::Refresh() {
     return Fail(SegmentStatus::kError,
                 "cannot stat segment " + path_ + ": " + strerror(err));
   }
-  if (base_ && (st.st_dev != dev_ || st.st_ino != ino_)) Unmap();  // replaced
+  // Replaced (deleted and created again): follow the path, not the old
+  // inode, even when nothing is mapped (an empty or short file).
+  if (fd_ >= 0 && (st.st_dev != dev_ || st.st_ino != ino_)) Unmap();
   if (!base_) {
     if (fd_ < 0) {
       fd_ = open(path_.c_str(), O_RDONLY | O_CLOEXEC);

@@ -20,6 +20,10 @@
  *  4. If the environment variable LOOPWATCH_SEGMENT is unset or empty, the
  *     library is disabled: lw_loop_open() stores NULL in *out and returns 0, so
  *     every later call is a cheap no-op. Callers never test for the sidecar.
+ *     (Invalid arguments are still refused, so that a bug shows up before
+ *     the app meets a sidecar.) A process uses the segment named when it
+ *     opened its first loop, for its whole life; a forked child may name
+ *     another.
  *  5. Thread safety: lw_loop_open() and lw_loop_close() are thread-safe. The
  *     per-loop calls (lw_beat, lw_beat_at, lw_set_ready, lw_set_activity) must
  *     be made by one thread at a time for a given loop, normally the loop's

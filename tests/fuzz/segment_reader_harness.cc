@@ -1,0 +1,135 @@
+// SPDX-License-Identifier: Apache-2.0
+#include "segment_reader_harness.h"
+
+#include <sys/mman.h>
+#include <unistd.h>
+
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <string>
+#include <vector>
+
+#include "segment_layout.h"
+
+namespace lwfuzz {
+namespace {
+
+[[noreturn]] void Violation(const char* what, loopwatch::SegmentStatus st,
+                            const loopwatch::SegmentReader& r) {
+  fprintf(stderr, "segment reader invariant violated: %s (status %s: %s)\n",
+          what, loopwatch::SegmentStatusName(st), r.error().c_str());
+  abort();
+}
+
+#define LWFUZZ_CHECK(cond, st, r) \
+  do {                            \
+    if (!(cond)) Violation(#cond, st, r); \
+  } while (0)
+
+template <typename T>
+T Get(const uint8_t* data, size_t size, size_t off) {
+  T v{};
+  if (off + sizeof v <= size) memcpy(&v, data + off, sizeof v);
+  return v;
+}
+
+bool Terminated(const char* s, size_t n) { return memchr(s, 0, n) != nullptr; }
+
+// A memfd, reached by path: no disk, and a fresh inode per process.
+const std::string& ScratchPath() {
+  static const std::string path = [] {
+    int fd = memfd_create("loopwatch-fuzz-segment", MFD_CLOEXEC);
+    if (fd < 0) {
+      perror("memfd_create");
+      abort();
+    }
+    return "/proc/self/fd/" + std::to_string(fd);
+  }();
+  return path;
+}
+
+int ScratchFd() { return atoi(ScratchPath().c_str() + strlen("/proc/self/fd/")); }
+
+void Check(const loopwatch::SegmentReader& r, loopwatch::SegmentStatus st,
+           const std::vector<loopwatch::SlotSnapshot>& snaps, size_t size) {
+  LWFUZZ_CHECK(r.status() == st, st, r);
+  if (st != loopwatch::SegmentStatus::kOk) {
+    LWFUZZ_CHECK(snaps.empty(), st, r);
+    LWFUZZ_CHECK(!r.error().empty(), st, r);
+    return;
+  }
+  uint32_t n = r.header().slot_count;
+  LWFUZZ_CHECK(n >= 1 && n <= LW_SEG_MAX_SLOTS, st, r);
+  LWFUZZ_CHECK(lw_seg_size(n) <= size, st, r);
+  LWFUZZ_CHECK(snaps.size() == n, st, r);
+  for (uint32_t i = 0; i < n; i++) {
+    const loopwatch::SlotSnapshot& s = snaps[i];
+    LWFUZZ_CHECK(s.index == i, st, r);
+    LWFUZZ_CHECK(Terminated(s.name, sizeof s.name), st, r);
+    LWFUZZ_CHECK(Terminated(s.kind, sizeof s.kind), st, r);
+    LWFUZZ_CHECK(Terminated(s.activity, sizeof s.activity), st, r);
+    LWFUZZ_CHECK(Terminated(s.report.syscall_name, sizeof s.report.syscall_name), st, r);
+    LWFUZZ_CHECK(Terminated(s.report.wchan, sizeof s.report.wchan), st, r);
+    LWFUZZ_CHECK(Terminated(s.report.activity, sizeof s.report.activity), st, r);
+    LWFUZZ_CHECK(s.report.text.size() <= LW_REPORT_TEXT_SIZE - 1, st, r);
+    LWFUZZ_CHECK(s.owner_alive >= -1 && s.owner_alive <= 1, st, r);
+    if (!s.valid) continue;
+    LWFUZZ_CHECK(s.state <= LW_SLOT_CLOSED, st, r);
+    LWFUZZ_CHECK(!s.claiming, st, r);
+    LWFUZZ_CHECK(s.report.state <= LW_REPORT_CLOSED, st, r);
+    LWFUZZ_CHECK(s.report.stall_class <= LW_CLASS_BLOCKED, st, r);
+    if (s.state == LW_SLOT_FREE) {
+      LWFUZZ_CHECK(s.beat_count == 0 && s.owner_alive == 0, st, r);
+      LWFUZZ_CHECK(s.report.text.empty(), st, r);
+    }
+  }
+}
+
+}  // namespace
+
+loopwatch::SegmentStatus ExpectedStatus(const uint8_t* data, size_t size) {
+  using loopwatch::SegmentStatus;
+  if (size == 0) return SegmentStatus::kNotInitialised;
+  if (size < LW_SEG_HEADER_SIZE) return SegmentStatus::kCorrupt;
+  uint64_t magic = Get<uint64_t>(data, size, 0);
+  if (magic == 0) return SegmentStatus::kNotInitialised;
+  if (magic != LW_SEG_MAGIC) return SegmentStatus::kBadMagic;
+  if (Get<uint16_t>(data, size, 8) != LW_SEG_VERSION_MAJOR) {
+    return SegmentStatus::kVersionMismatch;
+  }
+  uint32_t slots = Get<uint32_t>(data, size, 20);
+  if (Get<uint32_t>(data, size, 12) != LW_SEG_HEADER_SIZE ||
+      Get<uint32_t>(data, size, 16) != LW_SEG_SLOT_SIZE || slots < 1 ||
+      slots > LW_SEG_MAX_SLOTS || lw_seg_size(slots) > size) {
+    return SegmentStatus::kCorrupt;
+  }
+  return SegmentStatus::kOk;
+}
+
+loopwatch::SegmentStatus RunSegmentReader(const uint8_t* data, size_t size) {
+  int fd = ScratchFd();
+  if (ftruncate(fd, 0) != 0) abort();
+  size_t off = 0;
+  while (off < size) {
+    ssize_t n = pwrite(fd, data + off, size - off, static_cast<off_t>(off));
+    if (n <= 0) abort();
+    off += static_cast<size_t>(n);
+  }
+  loopwatch::SegmentReader r(ScratchPath());
+  std::vector<loopwatch::SlotSnapshot> snaps;
+  loopwatch::SegmentStatus st = r.Snapshot(&snaps);
+  loopwatch::SegmentStatus want = ExpectedStatus(data, size);
+  if (st != want) {
+    fprintf(stderr, "expected status %s\n", loopwatch::SegmentStatusName(want));
+    Violation("status as the validation rules predict", st, r);
+  }
+  Check(r, st, snaps, size);
+  // Again, with the snapshots of the first pass (cached report text).
+  st = r.Snapshot(&snaps);
+  LWFUZZ_CHECK(st == want, st, r);
+  Check(r, st, snaps, size);
+  return st;
+}
+
+}  // namespace lwfuzz
