@@ -682,6 +682,23 @@ void Reply(httplib::Response& res, int status, std::string body,
   res.set_header("Content-Type", type);
 }
 
+// Content-Length per RFC 9112 6.3: one value, digits only (strtoull alone
+// would take "-5", " 7" and "5, 7"). False if absent or invalid.
+bool ParseContentLength(const httplib::Request& req, unsigned long long* n) {
+  const size_t count = req.get_header_value_count("Content-Length");
+  if (count == 0) return false;
+  const std::string v = req.get_header_value("Content-Length");
+  for (size_t i = 1; i < count; i++) {
+    if (req.get_header_value("Content-Length", i) != v) return false;
+  }
+  if (v.empty() || v.size() > 19) return false;
+  for (char c : v) {
+    if (c < '0' || c > '9') return false;
+  }
+  *n = strtoull(v.c_str(), nullptr, 10);
+  return true;
+}
+
 void CloseAfter(httplib::Response& res) {
   t_close_connection = true;
   res.set_header("Connection", "close");
@@ -873,6 +890,12 @@ void HttpServers::AddRoutes(Gated* pub, Gated* adm) {
       Reply(res, 405, "method not allowed: the probe port serves GET only\n");
       return httplib::Server::HandlerResponse::Handled;
     }
+    unsigned long long n = 0;
+    if (req.has_header("Content-Length") && !ParseContentLength(req, &n)) {
+      CloseAfter(res);
+      Reply(res, 400, "bad request: invalid Content-Length\n");
+      return httplib::Server::HandlerResponse::Handled;
+    }
     if (body) CloseAfter(res);  // a GET body is never read
     return httplib::Server::HandlerResponse::Unhandled;
   });
@@ -994,10 +1017,13 @@ void HttpServers::AddRoutes(Gated* pub, Gated* adm) {
       }
       return httplib::Server::HandlerResponse::Unhandled;
     }
-    const std::string v = req.get_header_value("Content-Length");
-    char* end = nullptr;
-    unsigned long long n = strtoull(v.c_str(), &end, 10);
-    if (v.empty() || *end != '\0' || n > kMaxPayloadBytes) {
+    unsigned long long n = 0;
+    if (!ParseContentLength(req, &n)) {
+      CloseAfter(res);
+      Reply(res, 400, "bad request: invalid Content-Length\n");
+      return httplib::Server::HandlerResponse::Handled;
+    }
+    if (n > kMaxPayloadBytes) {
       CloseAfter(res);
       Reply(res, 413,
             "payload too large (at most " + std::to_string(kMaxPayloadBytes) + " bytes)\n");
