@@ -412,6 +412,7 @@ std::shared_ptr<const View> Health::Update(
   view->stall_duration = stall_duration_;
   if (status == SegmentStatus::kOk) {
     view->slot_count = uint32_t(slots.size());
+    view->loops.reserve(tracks_.size() + departed_.size());
     for (auto& [slot, t] : tracks_) {
       LoopView& v = t->view;
       if (v.state == LoopState::kDead) {

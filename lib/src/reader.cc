@@ -5,6 +5,7 @@
 #include <signal.h>
 #include <sys/mman.h>
 #include <sys/stat.h>
+#include <time.h>
 #include <unistd.h>
 
 #include <cerrno>
@@ -146,6 +147,16 @@ SegmentStatus SegmentReader::Fail(SegmentStatus s, std::string message) {
 }
 
 SegmentStatus SegmentReader::Refresh() {
+  // While all is well, the path is looked at only every restat interval: a
+  // replaced file is found then, a truncated one at once (SIGBUS guard), an
+  // overwritten header at once (it is read from the mapping every time).
+  if (restat_ns_ > 0 && status_ == SegmentStatus::kOk && base_) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC_COARSE, &ts);
+    int64_t now = int64_t(ts.tv_sec) * 1000000000 + ts.tv_nsec;
+    if (now - last_stat_ns_ < restat_ns_) return ValidateHeader(map_size_);
+    last_stat_ns_ = now;
+  }
   struct stat st;
   int stat_rc = stat(path_.c_str(), &st);
   int err = stat_rc == 0 ? 0 : errno;
@@ -228,7 +239,10 @@ SegmentStatus SegmentReader::Refresh() {
     base_ = static_cast<const uint8_t*>(p);
     map_size_ = file_size;
   }
+  return ValidateHeader(file_size);
+}
 
+SegmentStatus SegmentReader::ValidateHeader(uint64_t file_size) {
   BusGuard guard(base_, map_size_);
   const auto* h = reinterpret_cast<const lw_seg_header_t*>(base_);
   uint64_t magic = Load(&h->magic, __ATOMIC_ACQUIRE);
@@ -297,6 +311,12 @@ int SegmentReader::OwnerAlive(uint32_t index) const {
 }
 
 bool SegmentReader::ReadSlot(uint32_t index, SlotSnapshot* out) {
+  // What the caller's previous snapshot of this slot said: a loop that beat
+  // since then is alive without asking the kernel about its lock.
+  const bool prev_valid = out->valid;
+  const uint32_t prev_generation = out->generation;
+  const uint64_t prev_beats = out->beat_count;
+  const int prev_alive = out->owner_alive;
   out->index = index;
   out->valid = false;
   if (!base_ || index >= header_.slot_count) return false;
@@ -389,7 +409,12 @@ bool SegmentReader::ReadSlot(uint32_t index, SlotSnapshot* out) {
   if (!ok) return false;
   if (r.state > LW_REPORT_CLOSED) r.state = LW_REPORT_NONE;
   if (r.stall_class > LW_CLASS_BLOCKED) r.stall_class = LW_CLASS_UNKNOWN;
-  out->owner_alive = out->state == LW_SLOT_ACTIVE ? OwnerAlive(index) : 0;
+  const bool beat_since = prev_valid && prev_alive == 1 &&
+                          prev_generation == out->generation &&
+                          prev_beats != out->beat_count;
+  out->owner_alive = out->state != LW_SLOT_ACTIVE ? 0
+                     : beat_since                 ? 1
+                                                  : OwnerAlive(index);
   if (out->owner_alive == 0 && out->state == LW_SLOT_ACTIVE) {
     // A clean close stores CLOSED before it drops the lock: look again, so
     // that a close racing this read is not taken for a death.

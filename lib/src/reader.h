@@ -111,11 +111,16 @@ class SegmentReader {
   const std::string& path() const { return path_; }
   const HeaderSnapshot& header() const { return header_; }
 
+  // Look at the path (for a replaced file) at most this often while the
+  // segment is healthy; 0, the default, looks at every Snapshot().
+  void set_restat_interval_ns(int64_t ns) { restat_ns_ = ns; }
+
   // Reads one slot. Exposed for tests; Snapshot() calls it for every slot.
   bool ReadSlot(uint32_t index, SlotSnapshot* out);
 
  private:
   SegmentStatus Refresh();
+  SegmentStatus ValidateHeader(uint64_t file_size);
   SegmentStatus Fail(SegmentStatus s, std::string message);
   void Unmap();
   int OwnerAlive(uint32_t index) const;
@@ -128,7 +133,9 @@ class SegmentReader {
   const uint8_t* base_ = nullptr;
   size_t map_size_ = 0;
   HeaderSnapshot header_;
-  uint64_t snap_segment_id_ = 0;  // segment the caller's snapshots came from
+  uint64_t snap_segment_id_ = 0;
+  int64_t restat_ns_ = 0;
+  int64_t last_stat_ns_ = 0;  // segment the caller's snapshots came from
   SegmentStatus status_ = SegmentStatus::kMissing;
   std::string error_;
 };
