@@ -256,11 +256,7 @@ SegmentStatus SegmentReader::ValidateHeader(uint64_t file_size) {
   hs.created_mono_ns = Load(&h->created_mono_ns);
   hs.created_real_ns = Load(&h->created_real_ns);
   hs.creator_pid = Load(&h->creator_pid);
-  if (guard.tripped()) {
-    Unmap();
-    return Fail(SegmentStatus::kCorrupt,
-                "segment " + path_ + " was truncated while being read");
-  }
+  if (guard.tripped()) return AfterTruncation();
   if (magic == 0) {
     return Fail(SegmentStatus::kNotInitialised,
                 "segment " + path_ + " is not initialised yet");
@@ -455,11 +451,28 @@ SegmentStatus SegmentReader::Snapshot(std::vector<SlotSnapshot>* out) {
   }
   if (guard.tripped()) {
     out->clear();
-    Unmap();
-    return Fail(SegmentStatus::kCorrupt,
-                "segment " + path_ + " was truncated while being read");
+    return AfterTruncation();
   }
   return status_;
+}
+
+// The file shrank under the mapping. Look at it again, once, so that the
+// status says what is there now (empty, shorter than a header, ...), not
+// just that something was cut.
+SegmentStatus SegmentReader::AfterTruncation() {
+  Unmap();
+  if (!retrying_) {
+    retrying_ = true;
+    SegmentStatus st = Refresh();
+    retrying_ = false;
+    if (st != SegmentStatus::kOk) {
+      error_ = "segment " + path_ + " was truncated while being read; now " +
+               error_;
+      return st;
+    }
+  }
+  return Fail(SegmentStatus::kCorrupt,
+              "segment " + path_ + " was truncated while being read");
 }
 
 }  // namespace loopwatch

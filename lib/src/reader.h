@@ -121,6 +121,7 @@ class SegmentReader {
  private:
   SegmentStatus Refresh();
   SegmentStatus ValidateHeader(uint64_t file_size);
+  SegmentStatus AfterTruncation();
   SegmentStatus Fail(SegmentStatus s, std::string message);
   void Unmap();
   int OwnerAlive(uint32_t index) const;
@@ -135,7 +136,8 @@ class SegmentReader {
   HeaderSnapshot header_;
   uint64_t snap_segment_id_ = 0;
   int64_t restat_ns_ = 0;
-  int64_t last_stat_ns_ = 0;  // segment the caller's snapshots came from
+  int64_t last_stat_ns_ = 0;
+  bool retrying_ = false;  // segment the caller's snapshots came from
   SegmentStatus status_ = SegmentStatus::kMissing;
   std::string error_;
 };
