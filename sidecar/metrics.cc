@@ -10,9 +10,10 @@
 #include <algorithm>
 #include <charconv>
 #include <cmath>
-#include <cstdio>
+#include <cstring>
 #include <iterator>
 #include <limits>
+#include <string_view>
 #include <utility>
 #include <vector>
 
@@ -39,6 +40,88 @@ constexpr SegmentStatus kSegmentStatuses[] = {
     SegmentStatus::kError};
 
 double Sec(int64_t ns) { return double(ns) / kNsPerSec; }
+
+// The upper bound of lag bucket b, in seconds (+Inf for the last).
+double LagBound(unsigned b) {
+  return b < LW_LAG_FINITE_BOUNDS ? double(kLagBoundsNs[b]) / kNsPerSec
+                                  : std::numeric_limits<double>::infinity();
+}
+
+bool Up(LoopState s) {
+  return s == LoopState::kStarting || s == LoopState::kLive ||
+         s == LoopState::kLagging;
+}
+
+// ---- the per-loop families, in exposition order. Both Collect() (as
+// prometheus-cpp objects) and Render() (as text, directly) are driven by this
+// table and by LoopValue(), so the two cannot disagree on names, help texts,
+// order or values; a test holds their outputs byte for byte equal.
+enum LoopFamilyId {
+  kUp,
+  kState,       // one series per kExportedStates, label "state"
+  kAge,
+  kLag,         // histogram
+  kLagMax,
+  kBeats,
+  kLoopStalls,  // one series per stall class, label "class"
+  kStallSecs,
+  kReady,
+  kFailing,
+  kLoopFamilies
+};
+
+struct LoopFamilyDef {
+  const char* name;
+  const char* help;
+  MetricType type;
+};
+
+const LoopFamilyDef kLoopFamilyDefs[kLoopFamilies] = {
+    {"loopwatch_loop_up",
+     "1 while the loop beats (starting, live, lagging), 0 when stalled or dead.",
+     MetricType::Gauge},
+    {"loopwatch_loop_state",
+     "The loop's state, one-hot over starting, live, lagging, stalled, dead.",
+     MetricType::Gauge},
+    {"loopwatch_loop_heartbeat_age_seconds", "Seconds since the loop's last heartbeat.",
+     MetricType::Gauge},
+    {"loopwatch_loop_lag_seconds",
+     "How late the loop's heartbeat timer fired, from the segment's histogram since "
+     "the loop opened.",
+     MetricType::Histogram},
+    {"loopwatch_loop_lag_max_seconds", "Largest heartbeat lag since the loop opened.",
+     MetricType::Gauge},
+    {"loopwatch_loop_beats_total", "Heartbeats since the loop opened.",
+     MetricType::Counter},
+    {"loopwatch_loop_stalls_total",
+     "Stalls of this loop, by class (cpu, blocked, host, unknown).",
+     MetricType::Counter},
+    {"loopwatch_loop_stall_seconds",
+     "Length so far of the loop's current stall; 0 if none.", MetricType::Gauge},
+    {"loopwatch_loop_ready", "1 unless the app declared the loop not ready.",
+     MetricType::Gauge},
+    {"loopwatch_loop_failing_liveness",
+     "1 while this loop makes /livez fail (before observe mode and holds).",
+     MetricType::Gauge},
+};
+
+// The value of a one-series-per-loop family (not kState, kLag, kLoopStalls).
+double LoopValue(LoopFamilyId f, const LoopView& l) {
+  switch (f) {
+    case kUp: return Up(l.state) ? 1 : 0;
+    case kAge: return Sec(l.heartbeat_age_ns);
+    case kLagMax: return double(l.lag_max_ns) / kNsPerSec;
+    case kBeats: return double(l.beats);
+    case kStallSecs: return l.stall_open ? Sec(l.stall.duration_ns) : 0;
+    case kReady: return l.ready ? 1 : 0;
+    case kFailing: return l.failing_liveness ? 1 : 0;
+    case kState:
+    case kLag:
+    case kLoopStalls:
+    case kLoopFamilies: break;
+  }
+  return 0;
+}
 
 // Length of the valid UTF-8 sequence at s[i], or 0.
 size_t Utf8Len(const std::string& s, size_t i) {
@@ -91,6 +174,324 @@ std::string Utf8Label(const std::string& s) {
   return out;
 }
 
+// ---- text formatting shared by WriteText() and the per-loop writer.
+
+void AppendEscaped(std::string_view v, std::string* out) {
+  size_t start = 0;
+  for (size_t i = 0; i < v.size(); i++) {
+    const char c = v[i];
+    if (c == '\n' || c == '\\' || c == '"') {
+      out->append(v.data() + start, i - start);
+      out->push_back('\\');
+      out->push_back(c == '\n' ? 'n' : c);
+      start = i + 1;
+    }
+  }
+  out->append(v.data() + start, v.size() - start);
+}
+
+// Room FormatDouble() and FormatInt() may need.
+constexpr size_t kMaxNumber = 32;
+
+template <typename T>
+char* FormatInt(T v, char* p) {
+  return std::to_chars(p, p + kMaxNumber, v).ptr;
+}
+
+// A double as prometheus-cpp's TextSerializer writes it: "Nan", "+Inf",
+// "-Inf", otherwise "%.16g" (std::to_chars with a precision is specified as
+// printf's "%.*g", without the locale and several times faster). Integral
+// values print as integers either way; they take the integer path.
+char* FormatDouble(double v, char* p) {
+  if (std::isnan(v)) {
+    std::memcpy(p, "Nan", 3);
+    return p + 3;
+  }
+  if (std::isinf(v)) {
+    std::memcpy(p, v < 0 ? "-Inf" : "+Inf", 4);
+    return p + 4;
+  }
+  if (v == std::trunc(v) && std::fabs(v) < 1e15 && !(v == 0 && std::signbit(v))) {
+    return FormatInt(int64_t(v), p);
+  }
+  return std::to_chars(p, p + kMaxNumber, v, std::chars_format::general,
+                       std::numeric_limits<double>::max_digits10 - 1)
+      .ptr;
+}
+
+template <typename T>
+void AppendInt(T v, std::string* out) {
+  char buf[kMaxNumber];
+  out->append(buf, size_t(FormatInt(v, buf) - buf));
+}
+
+void AppendDouble(double v, std::string* out) {
+  char buf[kMaxNumber];
+  out->append(buf, size_t(FormatDouble(v, buf) - buf));
+}
+
+const char* TypeName(MetricType t) {
+  switch (t) {
+    case MetricType::Counter: return "counter";
+    case MetricType::Gauge: return "gauge";
+    case MetricType::Summary: return "summary";
+    case MetricType::Untyped: return "untyped";
+    case MetricType::Histogram: return "histogram";
+  }
+  return "untyped";
+}
+
+void AppendHelpAndType(const std::string& name, const std::string& help,
+                       MetricType type, std::string* out) {
+  if (!help.empty()) {
+    *out += "# HELP ";
+    *out += name;
+    out->push_back(' ');
+    *out += help;
+    out->push_back('\n');
+  }
+  *out += "# TYPE ";
+  *out += name;
+  out->push_back(' ');
+  *out += TypeName(type);
+  out->push_back('\n');
+}
+
+// ---- the per-loop families as text, written straight into the output.
+//
+// 256 loops make some 8,500 lines, each carrying the loop's four labels. Each
+// loop's label block, `{loop="...",slot="...",kind="...",pid="..."`, is
+// escaped and formatted once and copied into its 33 lines; the constant
+// pieces (names with their suffixes, `,state="live"`, `,le="0.005"`) are
+// formatted once per render; numbers go through std::to_chars. Lines are
+// written through a raw pointer into a buffer sized up front, with one bounds
+// check per line.
+
+// A bounded-append cursor over a std::string: Need(n) makes room for n more
+// bytes, then Put*() write without checks. Done() trims the string.
+class TextCursor {
+ public:
+  TextCursor(std::string* s, size_t expect) : s_(s) {
+    const size_t used = s->size();
+    s->resize(std::max(s->capacity(), used + expect));
+    p_ = s->data() + used;
+    end_ = s->data() + s->size();
+  }
+  TextCursor(const TextCursor&) = delete;
+  TextCursor& operator=(const TextCursor&) = delete;
+  ~TextCursor() { Done(); }
+
+  void Need(size_t n) {
+    if (size_t(end_ - p_) < n) Grow(n);
+  }
+  void Put(std::string_view v) {
+    std::memcpy(p_, v.data(), v.size());
+    p_ += v.size();
+  }
+  void Put(char c) { *p_++ = c; }
+  void PutUint(uint64_t v) { p_ = FormatInt(v, p_); }
+  void PutDouble(double v) { p_ = FormatDouble(v, p_); }
+  void Done() {
+    if (s_ != nullptr) s_->resize(size_t(p_ - s_->data()));
+    s_ = nullptr;
+  }
+
+ private:
+  void Grow(size_t n) {
+    const size_t used = size_t(p_ - s_->data());
+    s_->resize(std::max(s_->size() + s_->size() / 2, used + n));
+    p_ = s_->data() + used;
+    end_ = s_->data() + s_->size();
+  }
+
+  std::string* s_;
+  char* p_;
+  char* end_;
+};
+
+// The label names and values that are the same for every loop, formatted
+// once: `,state="starting"`, `,class="unknown"`, `,le="0.001"`, ...
+struct LoopConstants {
+  std::string state_extra[std::size(kExportedStates)];
+  std::string class_extra[kStallClasses];
+  std::string le_extra[LW_LAG_BUCKETS];
+  size_t longest_line = 0;  // everything but the label block and the value
+
+  LoopConstants() {
+    for (size_t i = 0; i < std::size(kExportedStates); i++) {
+      state_extra[i] = std::string(",state=\"") + LoopStateName(kExportedStates[i]) + "\"";
+    }
+    for (int c = 0; c < kStallClasses; c++) {
+      class_extra[c] = std::string(",class=\"") + StallClassName(StallClass(c)) + "\"";
+    }
+    size_t longest_extra = 0;
+    for (unsigned b = 0; b < LW_LAG_BUCKETS; b++) {
+      le_extra[b] = ",le=\"";
+      AppendDouble(LagBound(b), &le_extra[b]);
+      le_extra[b] += "\"";
+      longest_extra = std::max(longest_extra, le_extra[b].size());
+    }
+    for (const auto& s : state_extra) longest_extra = std::max(longest_extra, s.size());
+    for (const auto& s : class_extra) longest_extra = std::max(longest_extra, s.size());
+    size_t longest_name = 0;
+    for (const auto& f : kLoopFamilyDefs) {
+      longest_name = std::max(longest_name, std::strlen(f.name));
+    }
+    // name + "_bucket" + extra + "} " + value + "\n"
+    longest_line = longest_name + 7 + longest_extra + 2 + kMaxNumber + 1;
+  }
+};
+
+const LoopConstants& Constants() {
+  static const LoopConstants c;
+  return c;
+}
+
+// AppendEscaped(Utf8Label(v)) without the copy: a name is usually ASCII
+// without anything to escape, appended as is.
+void AppendLabelValue(const std::string& v, std::string* out) {
+  for (unsigned char c : v) {
+    if (c >= 0x80 || c == '\n' || c == '\\' || c == '"') {
+      AppendEscaped(Utf8Label(v), out);
+      return;
+    }
+  }
+  out->append(v);
+}
+
+// `{loop="...",slot="...",kind="...",pid="..."` (no closing brace).
+void AppendLabelBlock(const LoopView& l, std::string* out) {
+  *out += "{loop=\"";
+  AppendLabelValue(l.name, out);
+  *out += "\",slot=\"";
+  AppendInt(l.slot, out);
+  *out += "\",kind=\"";
+  AppendLabelValue(l.kind, out);
+  *out += "\",pid=\"";
+  AppendInt(l.pid, out);
+  out->push_back('"');
+}
+
+void WriteLoops(const View& view, std::string* out) {
+  const LoopConstants& k = Constants();
+  std::vector<const LoopView*> loops;
+  loops.reserve(view.loops.size());
+  for (const LoopView& l : view.loops) {
+    if (l.state != LoopState::kGone) loops.push_back(&l);
+  }
+
+  // Every loop's label block, in one string.
+  std::string blocks;
+  blocks.reserve(loops.size() * 96);
+  std::vector<std::pair<size_t, size_t>> at;  // offset, length in `blocks`
+  at.reserve(loops.size());
+  size_t block_bytes = 0;
+  size_t longest_block = 0;
+  for (const LoopView* l : loops) {
+    const size_t start = blocks.size();
+    AppendLabelBlock(*l, &blocks);
+    at.emplace_back(start, blocks.size() - start);
+    block_bytes += blocks.size() - start;
+    longest_block = std::max(longest_block, blocks.size() - start);
+  }
+  auto block = [&](size_t i) {
+    return std::string_view(blocks.data() + at[i].first, at[i].second);
+  };
+
+  constexpr size_t kLinesPerLoop =
+      std::size(kExportedStates) + kStallClasses + LW_LAG_BUCKETS + 2 + 7;
+  // Lines take some 45 bytes besides the label block, the help texts 1.5 KB
+  // and the sidecar-wide families after these about 7 KB: the estimate errs
+  // on the large side, so that the string is not reallocated (the cursor
+  // grows it if needed).
+  TextCursor c(out, kLinesPerLoop * (block_bytes + loops.size() * 48) + 16384);
+  const size_t line_room = k.longest_line + longest_block;
+
+  auto header = [&](const LoopFamilyDef& f) {
+    const size_t n = std::strlen(f.name);
+    c.Need(2 * n + std::strlen(f.help) + 32);
+    c.Put("# HELP ");
+    c.Put(std::string_view(f.name, n));
+    c.Put(' ');
+    c.Put(f.help);
+    c.Put("\n# TYPE ");
+    c.Put(std::string_view(f.name, n));
+    c.Put(' ');
+    c.Put(TypeName(f.type));
+    c.Put('\n');
+  };
+  // name{block extra} — the value and the line feed follow.
+  auto head = [&](std::string_view name, size_t i, std::string_view extra) {
+    c.Need(line_room);
+    c.Put(name);
+    c.Put(block(i));
+    c.Put(extra);
+    c.Put("} ");
+  };
+
+  for (int fi = 0; fi < kLoopFamilies; fi++) {
+    const auto f = LoopFamilyId(fi);
+    const LoopFamilyDef& def = kLoopFamilyDefs[fi];
+    const std::string_view name = def.name;
+    header(def);
+    switch (f) {
+      case kState:
+        for (size_t i = 0; i < loops.size(); i++) {
+          for (size_t s = 0; s < std::size(kExportedStates); s++) {
+            head(name, i, k.state_extra[s]);
+            c.Put(loops[i]->state == kExportedStates[s] ? '1' : '0');
+            c.Put('\n');
+          }
+        }
+        break;
+      case kLoopStalls:
+        for (size_t i = 0; i < loops.size(); i++) {
+          for (int s = 0; s < kStallClasses; s++) {
+            head(name, i, k.class_extra[s]);
+            c.PutDouble(double(loops[i]->stalls[size_t(s)]));
+            c.Put('\n');
+          }
+        }
+        break;
+      case kLag: {
+        const std::string count = std::string(name) + "_count";
+        const std::string sum = std::string(name) + "_sum";
+        const std::string bucket = std::string(name) + "_bucket";
+        for (size_t i = 0; i < loops.size(); i++) {
+          const LoopView& l = *loops[i];
+          uint64_t total = 0;
+          for (unsigned b = 0; b < LW_LAG_BUCKETS; b++) total += l.lag_bucket[b];
+          head(count, i, "");
+          c.PutUint(total);
+          c.Put('\n');
+          head(sum, i, "");
+          c.PutDouble(double(l.lag_sum_ns) / kNsPerSec);
+          c.Put('\n');
+          // The buckets are the histogram: +Inf and _count agree by
+          // construction (the last bucket is +Inf).
+          uint64_t run = 0;
+          for (unsigned b = 0; b < LW_LAG_BUCKETS; b++) {
+            run += l.lag_bucket[b];
+            head(bucket, i, k.le_extra[b]);
+            c.PutUint(run);
+            c.Put('\n');
+          }
+        }
+        break;
+      }
+      default:
+        for (size_t i = 0; i < loops.size(); i++) {
+          head(name, i, "");
+          c.PutDouble(LoopValue(f, *loops[i]));
+          c.Put('\n');
+        }
+        break;
+    }
+  }
+}
+
+// ---- the same families as prometheus-cpp objects, for Collect().
+
 MetricFamily NewFamily(const char* name, const char* help, MetricType type) {
   MetricFamily f;
   f.name = name;
@@ -113,6 +514,14 @@ void AddCounter(MetricFamily* f, Labels labels, double v) {
   f->metric.push_back(std::move(m));
 }
 
+void AddValue(MetricFamily* f, Labels labels, double v) {
+  if (f->type == MetricType::Counter) {
+    AddCounter(f, std::move(labels), v);
+  } else {
+    AddGauge(f, std::move(labels), v);
+  }
+}
+
 Labels With(const Labels& base, const char* name, std::string value) {
   Labels l;
   l.reserve(base.size() + 1);
@@ -121,9 +530,60 @@ Labels With(const Labels& base, const char* name, std::string value) {
   return l;
 }
 
-bool Up(LoopState s) {
-  return s == LoopState::kStarting || s == LoopState::kLive ||
-         s == LoopState::kLagging;
+void CollectLoops(const View& view, std::vector<MetricFamily>* fams) {
+  std::vector<const LoopView*> loops;
+  std::vector<Labels> base;
+  for (const LoopView& l : view.loops) {
+    if (l.state == LoopState::kGone) continue;
+    loops.push_back(&l);
+    base.push_back({{"loop", Utf8Label(l.name)},
+                    {"slot", std::to_string(l.slot)},
+                    {"kind", Utf8Label(l.kind)},
+                    {"pid", std::to_string(l.pid)}});
+  }
+  for (int fi = 0; fi < kLoopFamilies; fi++) {
+    const auto f = LoopFamilyId(fi);
+    const LoopFamilyDef& def = kLoopFamilyDefs[fi];
+    MetricFamily fam = NewFamily(def.name, def.help, def.type);
+    for (size_t i = 0; i < loops.size(); i++) {
+      const LoopView& l = *loops[i];
+      switch (f) {
+        case kState:
+          for (LoopState s : kExportedStates) {
+            AddGauge(&fam, With(base[i], "state", LoopStateName(s)), l.state == s ? 1 : 0);
+          }
+          break;
+        case kLoopStalls:
+          for (int s = 0; s < kStallClasses; s++) {
+            AddCounter(&fam, With(base[i], "class", StallClassName(StallClass(s))),
+                       double(l.stalls[size_t(s)]));
+          }
+          break;
+        case kLag: {
+          ClientMetric m;
+          m.label = base[i];
+          auto& h = m.histogram;
+          h.bucket.reserve(LW_LAG_BUCKETS);
+          uint64_t run = 0;
+          for (unsigned b = 0; b < LW_LAG_BUCKETS; b++) {
+            run += l.lag_bucket[b];
+            ClientMetric::Bucket bk;
+            bk.cumulative_count = run;
+            bk.upper_bound = LagBound(b);
+            h.bucket.push_back(bk);
+          }
+          h.sample_count = run;
+          h.sample_sum = double(l.lag_sum_ns) / kNsPerSec;
+          fam.metric.push_back(std::move(m));
+          break;
+        }
+        default:
+          AddValue(&fam, base[i], LoopValue(f, l));
+          break;
+      }
+    }
+    fams->push_back(std::move(fam));
+  }
 }
 
 }  // namespace
@@ -175,15 +635,11 @@ void SidecarMetrics::CountProbe(Endpoint endpoint, int code) {
 
 std::string SidecarMetrics::Render(const View& view, const Hold& hold,
                                    int64_t now_ns) const {
-  const std::vector<MetricFamily> fams = Collect(view, hold, now_ns);
-  // Sized once (about 110 bytes a line) instead of doubling up to a megabyte.
-  size_t lines = 0;
-  for (const MetricFamily& f : fams) {
-    for (const ClientMetric& m : f.metric) lines += 3 + m.histogram.bucket.size();
-  }
   std::string out;
-  out.reserve(lines * 112 + 16384);
-  WriteText(fams, &out);
+  WriteLoops(view, &out);
+  // The rest is some 80 lines: prometheus-cpp objects and WriteText(), into
+  // the room WriteLoops() left.
+  WriteText(CollectSidecarWide(view, hold, now_ns), &out);
   return out;
 }
 
@@ -191,102 +647,23 @@ std::vector<MetricFamily> SidecarMetrics::Collect(const View& view, const Hold& 
                                                   int64_t now_ns) const {
   std::vector<MetricFamily> fams;
   fams.reserve(40);
+  CollectLoops(view, &fams);
+  for (auto& f : CollectSidecarWide(view, hold, now_ns)) fams.push_back(std::move(f));
+  return fams;
+}
 
-  // ---- per loop
-  auto up = NewFamily("loopwatch_loop_up",
-                   "1 while the loop beats (starting, live, lagging), 0 when "
-                   "stalled or dead.",
-                   MetricType::Gauge);
-  auto state = NewFamily("loopwatch_loop_state",
-                      "The loop's state, one-hot over starting, live, "
-                      "lagging, stalled, dead.",
-                      MetricType::Gauge);
-  auto age = NewFamily("loopwatch_loop_heartbeat_age_seconds",
-                    "Seconds since the loop's last heartbeat.", MetricType::Gauge);
-  auto lag = NewFamily("loopwatch_loop_lag_seconds",
-                    "How late the loop's heartbeat timer fired, from the "
-                    "segment's histogram since the loop opened.",
-                    MetricType::Histogram);
-  auto lag_max = NewFamily("loopwatch_loop_lag_max_seconds",
-                        "Largest heartbeat lag since the loop opened.",
-                        MetricType::Gauge);
-  auto beats = NewFamily("loopwatch_loop_beats_total",
-                      "Heartbeats since the loop opened.", MetricType::Counter);
-  auto loop_stalls = NewFamily("loopwatch_loop_stalls_total",
-                            "Stalls of this loop, by class (cpu, blocked, "
-                            "host, unknown).",
-                            MetricType::Counter);
-  auto stall_secs = NewFamily("loopwatch_loop_stall_seconds",
-                           "Length so far of the loop's current stall; 0 if "
-                           "none.",
-                           MetricType::Gauge);
-  auto ready = NewFamily("loopwatch_loop_ready",
-                      "1 unless the app declared the loop not ready.",
-                      MetricType::Gauge);
-  auto failing = NewFamily("loopwatch_loop_failing_liveness",
-                        "1 while this loop makes /livez fail (before observe "
-                        "mode and holds).",
-                        MetricType::Gauge);
-
-  const size_t n = view.loops.size();
-  for (auto* f : {&up, &age, &lag, &lag_max, &beats, &stall_secs, &ready, &failing}) {
-    f->metric.reserve(n);
-  }
-  state.metric.reserve(n * std::size(kExportedStates));
-  loop_stalls.metric.reserve(n * kStallClasses);
-
-  std::array<uint64_t, std::size(kExportedStates)> by_state{};
-  for (const LoopView& l : view.loops) {
-    if (l.state == LoopState::kGone) continue;
-    const Labels base = {{"loop", Utf8Label(l.name)},
-                         {"slot", std::to_string(l.slot)},
-                         {"kind", Utf8Label(l.kind)},
-                         {"pid", std::to_string(l.pid)}};
-    AddGauge(&up, base, Up(l.state) ? 1 : 0);
-    for (size_t i = 0; i < std::size(kExportedStates); i++) {
-      bool on = l.state == kExportedStates[i];
-      if (on) by_state[i]++;
-      AddGauge(&state, With(base, "state", LoopStateName(kExportedStates[i])),
-               on ? 1 : 0);
-    }
-    AddGauge(&age, base, Sec(l.heartbeat_age_ns));
-    {
-      ClientMetric m;
-      m.label = base;
-      auto& h = m.histogram;
-      h.bucket.reserve(LW_LAG_BUCKETS);
-      uint64_t run = 0;
-      for (unsigned b = 0; b < LW_LAG_BUCKETS; b++) {
-        run += l.lag_bucket[b];
-        ClientMetric::Bucket bk;
-        bk.cumulative_count = run;
-        bk.upper_bound = b < LW_LAG_FINITE_BOUNDS
-                             ? double(kLagBoundsNs[b]) / kNsPerSec
-                             : std::numeric_limits<double>::infinity();
-        h.bucket.push_back(bk);
-      }
-      // The buckets are the histogram: +Inf and _count agree by construction.
-      h.sample_count = run;
-      h.sample_sum = double(l.lag_sum_ns) / kNsPerSec;
-      lag.metric.push_back(std::move(m));
-    }
-    AddGauge(&lag_max, base, double(l.lag_max_ns) / kNsPerSec);
-    AddCounter(&beats, base, double(l.beats));
-    for (int c = 0; c < kStallClasses; c++) {
-      AddCounter(&loop_stalls, With(base, "class", StallClassName(StallClass(c))),
-                 double(l.stalls[size_t(c)]));
-    }
-    AddGauge(&stall_secs, base, l.stall_open ? Sec(l.stall.duration_ns) : 0);
-    AddGauge(&ready, base, l.ready ? 1 : 0);
-    AddGauge(&failing, base, l.failing_liveness ? 1 : 0);
-  }
-  for (auto* f : {&up, &state, &age, &lag, &lag_max, &beats, &loop_stalls,
-                  &stall_secs, &ready, &failing}) {
-    fams.push_back(std::move(*f));
-  }
-
-  // ---- sidecar-wide
+std::vector<MetricFamily> SidecarMetrics::CollectSidecarWide(const View& view,
+                                                             const Hold& hold,
+                                                             int64_t now_ns) const {
+  std::vector<MetricFamily> fams;
+  fams.reserve(32);
   {
+    std::array<uint64_t, std::size(kExportedStates)> by_state{};
+    for (const LoopView& l : view.loops) {
+      for (size_t i = 0; i < std::size(kExportedStates); i++) {
+        if (l.state == kExportedStates[i]) by_state[i]++;
+      }
+    }
     auto f = NewFamily("loopwatch_loops", "Loops in the segment, by state.",
                     MetricType::Gauge);
     for (size_t i = 0; i < std::size(kExportedStates); i++) {
@@ -331,11 +708,7 @@ std::vector<MetricFamily> SidecarMetrics::Collect(const View& view, const Hold& 
   auto scalar = [&](const char* name, const char* help, MetricType type,
                     double v) {
     auto f = NewFamily(name, help, type);
-    if (type == MetricType::Counter) {
-      AddCounter(&f, {}, v);
-    } else {
-      AddGauge(&f, {}, v);
-    }
+    AddValue(&f, {}, v);
     fams.push_back(std::move(f));
   };
   scalar("loopwatch_loop_deaths_total",
@@ -407,43 +780,6 @@ std::vector<MetricFamily> SidecarMetrics::Collect(const View& view, const Hold& 
 
 namespace {
 
-void AppendEscaped(const std::string& v, std::string* out) {
-  size_t start = 0;
-  for (size_t i = 0; i < v.size(); i++) {
-    const char c = v[i];
-    if (c == '\n' || c == '\\' || c == '"') {
-      out->append(v, start, i - start);
-      out->push_back('\\');
-      out->push_back(c == '\n' ? 'n' : c);
-      start = i + 1;
-    }
-  }
-  out->append(v, start, std::string::npos);
-}
-
-template <typename T>
-void AppendInt(T v, std::string* out) {
-  char buf[24];
-  auto r = std::to_chars(buf, buf + sizeof buf, v);
-  out->append(buf, size_t(r.ptr - buf));
-}
-
-void AppendDouble(double v, std::string* out) {
-  if (std::isnan(v)) {
-    *out += "Nan";
-  } else if (std::isinf(v)) {
-    *out += v < 0 ? "-Inf" : "+Inf";
-  } else if (v == std::trunc(v) && std::fabs(v) < 1e15 &&
-             !(v == 0 && std::signbit(v))) {
-    AppendInt(int64_t(v), out);  // what %.16g prints for these, faster
-  } else {
-    char buf[64];
-    int n = snprintf(buf, sizeof buf, "%.*g",
-                     std::numeric_limits<double>::max_digits10 - 1, v);
-    if (n > 0) out->append(buf, size_t(std::min<int>(n, int(sizeof buf) - 1)));
-  }
-}
-
 void AppendTail(const ClientMetric& m, std::string* out) {
   if (m.timestamp_ms != 0) {
     out->push_back(' ');
@@ -481,23 +817,12 @@ void AppendHead(const MetricFamily& f, const ClientMetric& m, const char* suffix
   out->push_back(' ');
 }
 
-const char* TypeName(MetricType t) {
-  switch (t) {
-    case MetricType::Counter: return "counter";
-    case MetricType::Gauge: return "gauge";
-    case MetricType::Summary: return "summary";
-    case MetricType::Untyped: return "untyped";
-    case MetricType::Histogram: return "histogram";
-  }
-  return "untyped";
-}
-
 }  // namespace
 
 void WriteText(const std::vector<MetricFamily>& families, std::string* out) {
   static const std::string kNone;
   static const std::string kInf = "+Inf";
-  // Bucket bounds repeat for every loop: each distinct one is formatted once.
+  // Bucket bounds repeat for every series: each distinct one is formatted once.
   std::vector<std::pair<double, std::string>> bounds;
   auto bound = [&bounds](double v) -> const std::string& {
     for (const auto& [d, s] : bounds) {
@@ -509,18 +834,7 @@ void WriteText(const std::vector<MetricFamily>& families, std::string* out) {
     return bounds.back().second;
   };
   for (const MetricFamily& f : families) {
-    if (!f.help.empty()) {
-      *out += "# HELP ";
-      *out += f.name;
-      out->push_back(' ');
-      *out += f.help;
-      out->push_back('\n');
-    }
-    *out += "# TYPE ";
-    *out += f.name;
-    out->push_back(' ');
-    *out += TypeName(f.type);
-    out->push_back('\n');
+    AppendHelpAndType(f.name, f.help, f.type, out);
     for (const ClientMetric& m : f.metric) {
       switch (f.type) {
         case MetricType::Counter:
