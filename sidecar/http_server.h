@@ -20,8 +20,15 @@
 //     slow client costs a file descriptor, never a worker;
 //   - a head must complete within http_timeout of its first byte (of the
 //     accept, for a new connection), else 408 and close; an idle kept-alive
-//     connection is closed after 5 s, and after 100 requests; a head over
+//     connection is closed after 5 s (no cap on requests per connection:
+//     the gate, not a worker, holds it between requests); a head over
 //     16 KiB is refused (414/431) by the gate itself;
+//   - a plain bodiless GET/HEAD of /livez /readyz /startupz /healthz
+//     (?verbose, ?format=json, Accept: application/json, Connection) is
+//     answered by the gate itself, from memory, with a non-blocking send
+//     (the rest, rarely, on EPOLLOUT): the same functions, headers, counting
+//     and keep-alive rules as a worker, without waking one; anything unusual
+//     in such a request goes to a worker as any other request;
 //   - in a worker, reading the body and writing the response each have
 //     http_timeout, so a worker is held at most that long by any client;
 //   - at most 256 connections per server: a new one evicts the gate's

@@ -697,6 +697,376 @@ TEST_F(HttpTest, StopsWithinASecondWithClientsConnected) {
   EXPECT_LT(Connect(port), 0);  // the port is closed
 }
 
+// ---- the gate's fast path (bodiless GET/HEAD of the four probes, answered
+// without a worker). httplib::Client sends Accept-Encoding, which the fast
+// path leaves to a worker, so these use raw sockets.
+
+// The head of a response, and the value of one of its headers ("" if none).
+std::string HeaderOf(const std::string& response, const std::string& name) {
+  size_t end = response.find("\r\n\r\n");
+  std::string head = response.substr(0, end);
+  size_t at = head.find("\r\n" + name + ": ");
+  if (at == std::string::npos) return "";
+  at += name.size() + 4;
+  return head.substr(at, head.find("\r\n", at) - at);
+}
+
+// Reads the head of a response to HEAD (no body follows), keeping the rest.
+std::string ReadHeadOnly(int fd, std::string* rest) {
+  std::string buf = *rest;
+  auto deadline = Clock::now() + std::chrono::seconds(3);
+  while (buf.find("\r\n\r\n") == std::string::npos && Clock::now() < deadline) {
+    pollfd p{fd, POLLIN, 0};
+    if (poll(&p, 1, 100) <= 0) continue;
+    char tmp[4096];
+    ssize_t n = recv(fd, tmp, sizeof tmp, 0);
+    if (n <= 0) break;
+    buf.append(tmp, size_t(n));
+  }
+  size_t end = buf.find("\r\n\r\n");
+  if (end == std::string::npos) {
+    rest->clear();
+    return buf;
+  }
+  *rest = buf.substr(end + 4);
+  return buf.substr(0, end + 4);
+}
+
+std::string BodyOf(const std::string& response) {
+  size_t end = response.find("\r\n\r\n");
+  return end == std::string::npos ? "" : response.substr(end + 4);
+}
+
+TEST_F(HttpTest, FastPathAnswersLikeTheWorkerPathByteForByte) {
+  // A duplicated Accept header is one of the things the fast path leaves to a
+  // worker (httplib would take the first); with the same value twice, the
+  // worker's answer must be the fast path's, byte for byte.
+  SetView(StalledView());
+  const int port = servers_->port();
+  int compared = 0;
+  for (const char* method : {"GET", "HEAD"}) {
+    for (const char* target : {"/livez", "/readyz", "/startupz", "/livez?verbose",
+                               "/readyz?verbose=1&x=y", "/livez?verbose=no"}) {
+      for (const char* version_and_conn :
+           {" HTTP/1.1\r\n", " HTTP/1.1\r\nConnection: close\r\n", " HTTP/1.0\r\n",
+            " HTTP/1.0\r\nConnection: Keep-Alive\r\n", " HTTP/1.0\r\nConnection: keep-alive\r\n"}) {
+        const std::string start = std::string(method) + " " + target + version_and_conn +
+                                  "Host: x\r\nAccept: text/plain\r\n";
+        auto send = [&](const std::string& request) {
+          if (std::string(method) == "GET") return Raw(port, request);
+          // HEAD: the head, and whatever else arrives within 20 ms (nothing).
+          int fd = Connect(port);
+          SendAll(fd, request);
+          std::string rest;
+          std::string r = ReadHeadOnly(fd, &rest);
+          pollfd p{fd, POLLIN, 0};
+          char tmp[4096];
+          if (poll(&p, 1, 20) > 0) {
+            ssize_t n = recv(fd, tmp, sizeof tmp, 0);
+            if (n > 0) rest.append(tmp, size_t(n));
+          }
+          close(fd);
+          return r + rest;
+        };
+        std::string fast = send(start + "\r\n");
+        std::string worker = send(start + "Accept: text/plain\r\n\r\n");
+        EXPECT_EQ(fast, worker) << start;
+        if (std::string(method) == "HEAD") EXPECT_EQ(BodyOf(fast), "") << fast;
+        EXPECT_TRUE(StatusOf(fast) == 200 || StatusOf(fast) == 503) << fast;
+        compared++;
+      }
+    }
+  }
+  EXPECT_EQ(compared, 60);
+  // The same for a JSON body, up to the view's age.
+  auto strip_age = [](std::string s) {
+    size_t a = s.find("\"view_age_seconds\":");
+    size_t b = s.find(',', a);
+    if (a != std::string::npos) s.erase(a, b - a);
+    return s;
+  };
+  std::string start = "GET /livez HTTP/1.1\r\nHost: x\r\nAccept: application/json\r\n";
+  std::string fast = Raw(port, start + "\r\n");
+  std::string worker = Raw(port, start + "Accept: application/json\r\n\r\n");
+  EXPECT_EQ(HeaderOf(fast, "Content-Type"), "application/json");
+  EXPECT_EQ(strip_age(BodyOf(fast)), strip_age(BodyOf(worker)));
+  EXPECT_EQ(StatusOf(fast), 503);
+}
+
+TEST_F(HttpTest, FastPathCodesBodiesJsonAndHead) {
+  const int port = servers_->port();
+  std::string r = Raw(port, "GET /livez HTTP/1.1\r\nHost: x\r\n\r\n");
+  EXPECT_EQ(StatusOf(r), 200) << r;
+  EXPECT_EQ(BodyOf(r), "ok: 2 loops, 2 live\n");
+  EXPECT_EQ(HeaderOf(r, "Content-Type"), "text/plain; charset=utf-8");
+  EXPECT_EQ(HeaderOf(r, "Content-Length"), "20");
+  EXPECT_EQ(HeaderOf(r, "Cache-Control"), "no-store");
+  EXPECT_EQ(HeaderOf(r, "Keep-Alive"), "timeout=5");
+  r = Raw(port, "GET /healthz HTTP/1.1\r\n\r\n");
+  EXPECT_EQ(StatusOf(r), 200) << r;
+  EXPECT_EQ(BodyOf(r).rfind("ok: poll 1 ", 0), 0u) << r;
+
+  SetView(StalledView());
+  r = Raw(port, "GET /livez HTTP/1.1\r\n\r\n");
+  EXPECT_EQ(StatusOf(r), 503) << r;
+  EXPECT_EQ(BodyOf(r), "loop app-2 stalled 6.0s (blocked in clock_nanosleep)\n");
+  r = Raw(port, "GET /readyz HTTP/1.1\r\n\r\n");
+  EXPECT_EQ(StatusOf(r), 503) << r;
+  EXPECT_EQ(BodyOf(r), "loop app-2 stalled 6.0s\n");
+  EXPECT_EQ(StatusOf(Raw(port, "GET /startupz HTTP/1.1\r\n\r\n")), 200);
+  r = Raw(port, "GET /livez?verbose HTTP/1.1\r\n\r\n");
+  EXPECT_NE(BodyOf(r).find("\nloop app-2 slot=1 pid=301"), std::string::npos) << r;
+  r = Raw(port, "GET /livez?verbose=0 HTTP/1.1\r\n\r\n");
+  EXPECT_EQ(BodyOf(r), "loop app-2 stalled 6.0s (blocked in clock_nanosleep)\n");
+
+  // JSON: by Accept, by ?format=json; ?format= other than json wins over Accept.
+  r = Raw(port, "GET /livez HTTP/1.1\r\nAccept: text/html, application/json;q=0.9\r\n\r\n");
+  EXPECT_EQ(StatusOf(r), 503);
+  EXPECT_EQ(HeaderOf(r, "Content-Type"), "application/json");
+  EXPECT_EQ(BodyOf(r).rfind("{\"status\":\"fail\",\"code\":503,\"probe\":\"livez\"", 0), 0u) << r;
+  EXPECT_EQ(HeaderOf(r, "Content-Length"), std::to_string(BodyOf(r).size()));
+  r = Raw(port, "GET /readyz?format=json HTTP/1.1\r\n\r\n");
+  EXPECT_EQ(HeaderOf(r, "Content-Type"), "application/json");
+  EXPECT_NE(BodyOf(r).find("\"probe\":\"readyz\""), std::string::npos);
+  r = Raw(port, "GET /startupz?format=text HTTP/1.1\r\nAccept: application/json\r\n\r\n");
+  EXPECT_EQ(HeaderOf(r, "Content-Type"), "text/plain; charset=utf-8");
+
+  // HEAD: the headers of GET, no body: the next bytes on the connection are
+  // the next response.
+  int fd = Connect(port);
+  ASSERT_GE(fd, 0);
+  SendAll(fd, "HEAD /livez HTTP/1.1\r\nHost: x\r\n\r\n");
+  std::string head;
+  for (auto until = Clock::now() + std::chrono::seconds(3);
+       head.find("\r\n\r\n") == std::string::npos && Clock::now() < until;) {
+    char tmp[4096];
+    pollfd p{fd, POLLIN, 0};
+    if (poll(&p, 1, 100) <= 0) continue;
+    ssize_t n = recv(fd, tmp, sizeof tmp, 0);
+    if (n <= 0) break;
+    head.append(tmp, size_t(n));
+  }
+  EXPECT_EQ(StatusOf(head), 503) << head;
+  EXPECT_EQ(head.size(), head.find("\r\n\r\n") + 4) << head;  // nothing after it
+  EXPECT_EQ(HeaderOf(head, "Content-Length"),
+            std::to_string(strlen("loop app-2 stalled 6.0s (blocked in clock_nanosleep)\n")));
+  EXPECT_EQ(HeaderOf(head, "Accept-Ranges"), "bytes");
+  SendAll(fd, "GET /startupz HTTP/1.1\r\nHost: x\r\n\r\n");
+  std::string next = ReadResponse(fd);
+  EXPECT_EQ(StatusOf(next), 200) << next;
+  EXPECT_EQ(BodyOf(next), "ok: started\n");
+  close(fd);
+}
+
+TEST_F(HttpTest, FastPathKeepsAliveBeyondTheOldCapOf100) {
+  int fd = Connect(servers_->port());
+  ASSERT_GE(fd, 0);
+  std::string rest;
+  for (int i = 0; i < 250; i++) {
+    ASSERT_TRUE(SendAll(fd, "GET /livez HTTP/1.1\r\nHost: x\r\n\r\n")) << i;
+    std::string r = ReadResponse(fd, 3000, &rest);
+    ASSERT_EQ(StatusOf(r), 200) << i << ": " << r;
+    ASSERT_EQ(HeaderOf(r, "Connection"), "") << i;
+  }
+  // Requests a worker answers count no more: the connection stays open.
+  httplib::Client c("127.0.0.1", servers_->port());
+  c.set_keep_alive(true);
+  for (int i = 0; i < 150; i++) {
+    auto r = c.Get("/metrics");
+    ASSERT_TRUE(r) << i;
+    ASSERT_EQ(r->status, 200);
+    ASSERT_EQ(r->get_header_value("Keep-Alive"), "timeout=5") << i;
+  }
+  SendAll(fd, "GET /readyz HTTP/1.1\r\nHost: x\r\n\r\n");
+  EXPECT_EQ(StatusOf(ReadResponse(fd, 3000, &rest)), 200);
+  close(fd);
+}
+
+TEST_F(HttpTest, FastPathConnectionCloseAndHttp10) {
+  const int port = servers_->port();
+  // Connection: close: said and done.
+  int fd = Connect(port);
+  SendAll(fd, "GET /livez HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
+  std::string r = ReadResponse(fd);
+  EXPECT_EQ(StatusOf(r), 200) << r;
+  EXPECT_EQ(HeaderOf(r, "Connection"), "close");
+  EXPECT_EQ(HeaderOf(r, "Keep-Alive"), "");
+  EXPECT_TRUE(ClosedBy(fd, 1000));
+  close(fd);
+  // HTTP/1.0: closed, without Keep-Alive.
+  fd = Connect(port);
+  SendAll(fd, "GET /readyz HTTP/1.0\r\n\r\n");
+  r = ReadResponse(fd);
+  EXPECT_EQ(StatusOf(r), 200) << r;
+  EXPECT_EQ(HeaderOf(r, "Keep-Alive"), "");
+  EXPECT_TRUE(ClosedBy(fd, 1000));
+  close(fd);
+  // HTTP/1.0 with Connection: Keep-Alive: kept open.
+  fd = Connect(port);
+  std::string rest;
+  for (int i = 0; i < 3; i++) {
+    SendAll(fd, "GET /livez HTTP/1.0\r\nConnection: Keep-Alive\r\n\r\n");
+    r = ReadResponse(fd, 3000, &rest);
+    EXPECT_EQ(StatusOf(r), 200) << i << ": " << r;
+    EXPECT_EQ(HeaderOf(r, "Keep-Alive"), "timeout=5");
+  }
+  close(fd);
+  // An idle kept-alive connection is still closed after 5 s... (not waited
+  // for here); a kept-alive one closes on Connection: close later.
+  fd = Connect(port);
+  SendAll(fd, "GET /livez HTTP/1.1\r\n\r\n");
+  EXPECT_EQ(StatusOf(ReadResponse(fd, 3000, &rest)), 200);
+  SendAll(fd, "HEAD /livez HTTP/1.1\r\nConnection: close\r\n\r\n");
+  r = ReadResponse(fd, 3000, &rest);
+  EXPECT_EQ(HeaderOf(r, "Connection"), "close");
+  EXPECT_TRUE(ClosedBy(fd, 1000));
+  close(fd);
+}
+
+TEST_F(HttpTest, FastPathPipelinedRequestsInOrder) {
+  int fd = Connect(servers_->port());
+  ASSERT_GE(fd, 0);
+  SetView(StalledView());
+  // Two fast ones in one write.
+  SendAll(fd, "GET /livez HTTP/1.1\r\nHost: x\r\n\r\nGET /startupz HTTP/1.1\r\nHost: x\r\n\r\n");
+  std::string rest;
+  std::string a = ReadResponse(fd, 3000, &rest);
+  std::string b = ReadResponse(fd, 3000, &rest);
+  EXPECT_EQ(StatusOf(a), 503) << a;
+  EXPECT_EQ(BodyOf(a), "loop app-2 stalled 6.0s (blocked in clock_nanosleep)\n");
+  EXPECT_EQ(StatusOf(b), 200) << b;
+  EXPECT_EQ(BodyOf(b), "ok: started\n");
+  // Fast, worker (/metrics), HEAD fast, worker (404), fast JSON, then HEAD
+  // with Connection: close: in order, then closed.
+  SendAll(fd,
+          "GET /readyz HTTP/1.1\r\n\r\n"
+          "GET /metrics HTTP/1.1\r\n\r\n"
+          "HEAD /startupz HTTP/1.1\r\n\r\n"
+          "GET /nope HTTP/1.1\r\n\r\n"
+          "GET /livez?format=json HTTP/1.1\r\n\r\n"
+          "HEAD /healthz HTTP/1.1\r\nConnection: close\r\n\r\n");
+  std::string r1 = ReadResponse(fd, 3000, &rest);
+  std::string r2 = ReadResponse(fd, 3000, &rest);
+  std::string r3 = ReadHeadOnly(fd, &rest);
+  std::string r4 = ReadResponse(fd, 3000, &rest);
+  std::string r5 = ReadResponse(fd, 3000, &rest);
+  std::string r6 = ReadHeadOnly(fd, &rest);
+  EXPECT_EQ(StatusOf(r1), 503) << r1;
+  EXPECT_EQ(BodyOf(r1), "loop app-2 stalled 6.0s\n");
+  EXPECT_EQ(StatusOf(r2), 200) << r2;
+  EXPECT_EQ(HeaderOf(r2, "Content-Type"), "text/plain; version=0.0.4; charset=utf-8");
+  EXPECT_EQ(StatusOf(r3), 200) << r3;
+  EXPECT_EQ(HeaderOf(r3, "Content-Length"), "12") << r3;  // "ok: started\n"
+  EXPECT_EQ(StatusOf(r4), 404) << r4;
+  EXPECT_EQ(StatusOf(r5), 503) << r5;
+  EXPECT_EQ(HeaderOf(r5, "Content-Type"), "application/json") << r5;
+  EXPECT_EQ(StatusOf(r6), 200) << r6;
+  EXPECT_EQ(HeaderOf(r6, "Connection"), "close") << r6;
+  EXPECT_EQ(rest, "");
+  EXPECT_TRUE(ClosedBy(fd, 1000));
+  close(fd);
+}
+
+TEST_F(HttpTest, FastPathRequestsAreCounted) {
+  int fd = Connect(servers_->port());
+  ASSERT_GE(fd, 0);
+  std::string rest;
+  for (int i = 0; i < 7; i++) {
+    SendAll(fd, "GET /livez HTTP/1.1\r\n\r\n");
+    ASSERT_EQ(StatusOf(ReadResponse(fd, 3000, &rest)), 200);
+  }
+  SendAll(fd, "HEAD /readyz HTTP/1.1\r\n\r\nGET /startupz?format=json HTTP/1.1\r\n\r\n");
+  ReadResponse(fd, 3000, &rest);
+  ReadResponse(fd, 3000, &rest);
+  SetView(StalledView());
+  for (int i = 0; i < 3; i++) {
+    SendAll(fd, "GET /livez?verbose HTTP/1.1\r\n\r\n");
+    ASSERT_EQ(StatusOf(ReadResponse(fd, 3000, &rest)), 503);
+  }
+  SendAll(fd, "GET /healthz HTTP/1.1\r\n\r\n");
+  ASSERT_EQ(StatusOf(ReadResponse(fd, 3000, &rest)), 200);
+  close(fd);
+  std::string m = Get("/metrics")->body;
+  for (const char* line : {"loopwatch_probe_requests_total{code=\"200\",endpoint=\"livez\"} 7\n",
+                           "loopwatch_probe_requests_total{code=\"503\",endpoint=\"livez\"} 3\n",
+                           "loopwatch_probe_requests_total{code=\"200\",endpoint=\"readyz\"} 1\n",
+                           "loopwatch_probe_requests_total{code=\"200\",endpoint=\"startupz\"} 1\n",
+                           "loopwatch_probe_requests_total{code=\"200\",endpoint=\"healthz\"} 1\n"}) {
+    EXPECT_NE(m.find(line), std::string::npos) << line << m;
+  }
+}
+
+TEST_F(HttpTest, UnusualProbeRequestsGoToAWorkerAsBefore) {
+  const int port = servers_->port();
+  // A GET with a body is answered, and the connection closed (the body is
+  // never read), as the worker path does.
+  std::string r = Raw(port, "GET /livez HTTP/1.1\r\nContent-Length: 5\r\n\r\nhello");
+  EXPECT_EQ(StatusOf(r), 200) << r;
+  EXPECT_EQ(HeaderOf(r, "Connection"), "close");
+  r = Raw(port, "GET /livez HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n");
+  EXPECT_EQ(HeaderOf(r, "Connection"), "close") << r;
+  r = Raw(port, "GET /livez HTTP/1.1\r\nContent-Length: x\r\n\r\n");
+  EXPECT_EQ(StatusOf(r), 400) << r;
+  // Escapes, odd spacing, other methods and versions: httplib's rules.
+  EXPECT_EQ(StatusOf(Raw(port, "GET /%6civez HTTP/1.1\r\n\r\n")), 200);
+  EXPECT_EQ(StatusOf(Raw(port, "GET  /livez  HTTP/1.1\r\n\r\n")), 200);
+  EXPECT_EQ(StatusOf(Raw(port, "GET /livez/ HTTP/1.1\r\n\r\n")), 404);
+  EXPECT_EQ(StatusOf(Raw(port, "POST /livez HTTP/1.1\r\nContent-Length: 0\r\n\r\n")), 405);
+  EXPECT_EQ(StatusOf(Raw(port, "GET /livez HTTP/2.0\r\n\r\n")), 400);
+  // Accept-Encoding: httplib compresses; so the worker answers.
+  r = Raw(port, "GET /livez HTTP/1.1\r\nAccept-Encoding: gzip\r\n\r\n");
+  EXPECT_EQ(StatusOf(r), 200);
+  EXPECT_EQ(HeaderOf(r, "Content-Encoding"), "gzip") << r;
+  // A view source that throws: 500 from a worker, logged.
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    throw_ = true;
+  }
+  r = Raw(port, "GET /livez HTTP/1.1\r\n\r\n");
+  EXPECT_EQ(StatusOf(r), 500) << r;
+  EXPECT_EQ(BodyOf(r), "internal error\n");
+  EXPECT_NE(Logs().back().find("view source failed"), std::string::npos);
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    throw_ = false;
+  }
+  EXPECT_EQ(StatusOf(Raw(port, "GET /livez HTTP/1.1\r\n\r\n")), 200);
+}
+
+TEST_F(HttpTest, FastPathLargeResponseToASlowReader) {
+  // A verbose body far larger than the socket takes at once: the gate sends
+  // the rest as the client reads, and then the pipelined next request.
+  View v = StalledView();
+  // About 8 MB: more than loopback's send buffer grows to (4 MB).
+  for (uint32_t i = 2; i < 30000; i++) {
+    v.loops.push_back(Loop(i, std::string(200, 'w') + "-" + std::to_string(i)));
+  }
+  SetView(v);
+  int fd = socket(AF_INET, SOCK_STREAM, 0);
+  int small = 4096;
+  setsockopt(fd, SOL_SOCKET, SO_RCVBUF, &small, sizeof small);
+  sockaddr_in a{};
+  a.sin_family = AF_INET;
+  a.sin_port = htons(uint16_t(servers_->port()));
+  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  ASSERT_EQ(connect(fd, reinterpret_cast<sockaddr*>(&a), sizeof a), 0);
+  SendAll(fd, "GET /livez?verbose HTTP/1.1\r\n\r\nGET /startupz HTTP/1.1\r\n\r\n");
+  std::this_thread::sleep_for(std::chrono::milliseconds(200));  // let it fill up
+  // Meanwhile other connections are served.
+  EXPECT_EQ(StatusOf(Raw(servers_->port(), "GET /healthz HTTP/1.1\r\n\r\n")), 200);
+  std::string rest;
+  std::string big = ReadResponse(fd, 5000, &rest);
+  std::string next = ReadResponse(fd, 3000, &rest);
+  close(fd);
+  EXPECT_EQ(StatusOf(big), 503);
+  const std::string body = BodyOf(big);
+  EXPECT_GT(body.size(), 6000000u) << body.size();
+  EXPECT_EQ(HeaderOf(big, "Content-Length"), std::to_string(body.size()));
+  EXPECT_NE(body.find("w-29999 slot=29999"), std::string::npos);
+  EXPECT_EQ(StatusOf(next), 200) << next.substr(0, 300);
+  EXPECT_EQ(BodyOf(next), "ok: started\n");
+}
+
 TEST(HttpServersStart, AdminOffAndBindErrors) {
   Hold hold;
   SidecarMetrics metrics;
