@@ -52,16 +52,6 @@ StallClass FromLibClass(uint32_t c) {
   }
 }
 
-// "blocked in clock_nanosleep", "cpu", "host pause", ...
-std::string Describe(const StallRecord& s) {
-  switch (s.stall_class) {
-    case StallClass::kCpu: return "cpu-bound";
-    case StallClass::kBlocked:
-      return s.syscall.empty() ? "blocked" : "blocked in " + s.syscall;
-    case StallClass::kHost: return "host paused";
-    default: return "no report yet";
-  }
-}
 
 }  // namespace
 
@@ -75,6 +65,16 @@ const char* LoopStateName(LoopState s) {
     case LoopState::kGone: return "gone";
   }
   return "unknown";
+}
+
+std::string DescribeStall(const StallRecord& s) {
+  switch (s.stall_class) {
+    case StallClass::kCpu: return "cpu-bound";
+    case StallClass::kBlocked:
+      return s.syscall.empty() ? "blocked" : "blocked in " + s.syscall;
+    case StallClass::kHost: return "host paused";
+    default: return s.has_report ? "class unknown" : "no report yet";
+  }
 }
 
 const char* StallClassName(StallClass c) {
@@ -543,7 +543,7 @@ void Health::Judge(View* v, int64_t now_ns) const {
           Seconds(v->taken_ns - l.dead_since_ns);
     } else {
       r = "loop " + l.name + " stalled " + Seconds(l.heartbeat_age_ns) + " (" +
-          Describe(l.stall) + ")";
+          DescribeStall(l.stall) + ")";
     }
     if (failing > 1) r += " (+" + std::to_string(failing - 1) + " more)";
     return r;

@@ -59,6 +59,10 @@ struct StallDurationHistogram {
   uint64_t count = 0;
 };
 
+// How a stall is told in one phrase: "blocked in clock_nanosleep",
+// "cpu-bound", "host paused", "no report yet".
+std::string DescribeStall(const StallRecord& s);
+
 struct LoopView {
   uint32_t slot = 0;
   uint32_t generation = 0;

@@ -8,10 +8,7 @@
 
 namespace loopwatch {
 
-namespace {
-
-// Length of the valid UTF-8 sequence at s[i], or 0 if invalid.
-size_t Utf8Len(std::string_view s, size_t i) {
+size_t Utf8SequenceLength(std::string_view s, size_t i) {
   unsigned char c = static_cast<unsigned char>(s[i]);
   size_t n;
   uint32_t cp;
@@ -35,8 +32,6 @@ size_t Utf8Len(std::string_view s, size_t i) {
   return n;
 }
 
-}  // namespace
-
 void JsonQuote(std::string_view s, std::string* out) {
   out->push_back('"');
   for (size_t i = 0; i < s.size();) {
@@ -56,7 +51,7 @@ void JsonQuote(std::string_view s, std::string* out) {
       i++;
       continue;
     }
-    size_t n = Utf8Len(s, i);
+    size_t n = Utf8SequenceLength(s, i);
     if (n == 0) {
       *out += "\\ufffd";
       i++;

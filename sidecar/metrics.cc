@@ -1,6 +1,8 @@
 // SPDX-License-Identifier: Apache-2.0
 #include "metrics.h"
 
+#include "json.h"
+
 #include <prometheus/client_metric.h>
 #include <prometheus/counter.h>
 #include <prometheus/family.h>
@@ -123,29 +125,6 @@ double LoopValue(LoopFamilyId f, const LoopView& l) {
   return 0;
 }
 
-// Length of the valid UTF-8 sequence at s[i], or 0.
-size_t Utf8Len(const std::string& s, size_t i) {
-  unsigned char c = static_cast<unsigned char>(s[i]);
-  size_t n;
-  uint32_t cp;
-  if (c < 0x80) return 1;
-  if ((c & 0xE0) == 0xC0) { n = 2; cp = c & 0x1F; }
-  else if ((c & 0xF0) == 0xE0) { n = 3; cp = c & 0x0F; }
-  else if ((c & 0xF8) == 0xF0) { n = 4; cp = c & 0x07; }
-  else return 0;
-  if (i + n > s.size()) return 0;
-  for (size_t k = 1; k < n; k++) {
-    unsigned char cc = static_cast<unsigned char>(s[i + k]);
-    if ((cc & 0xC0) != 0x80) return 0;
-    cp = (cp << 6) | (cc & 0x3F);
-  }
-  if ((n == 2 && cp < 0x80) || (n == 3 && cp < 0x800) ||
-      (n == 4 && (cp < 0x10000 || cp > 0x10FFFF)) ||
-      (cp >= 0xD800 && cp <= 0xDFFF)) {
-    return 0;
-  }
-  return n;
-}
 
 // The exposition format is UTF-8: a loop name is whatever bytes the segment
 // held, so invalid sequences become U+FFFD. (Quotes, backslashes and line
@@ -162,7 +141,7 @@ std::string Utf8Label(const std::string& s) {
   std::string out;
   out.reserve(s.size() + 8);
   for (size_t i = 0; i < s.size();) {
-    size_t n = Utf8Len(s, i);
+    size_t n = Utf8SequenceLength(s, i);
     if (n == 0) {
       out += "\xEF\xBF\xBD";
       i++;

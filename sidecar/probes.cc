@@ -46,16 +46,6 @@ const Verdict& VerdictOf(Probe p, const View& v) {
 
 const char* ModeName(Mode m) { return m == Mode::kObserve ? "observe" : "enforce"; }
 
-// "blocked in clock_nanosleep", "cpu-bound", ...
-std::string StallWhat(const StallRecord& s) {
-  switch (s.stall_class) {
-    case StallClass::kCpu: return "cpu-bound";
-    case StallClass::kBlocked:
-      return s.syscall.empty() ? "blocked" : "blocked in " + s.syscall;
-    case StallClass::kHost: return "host paused";
-    default: return "unknown";
-  }
-}
 
 int64_t ViewAge(const View& v, int64_t now_ns) {
   return now_ns > v.taken_ns ? now_ns - v.taken_ns : 0;
@@ -431,7 +421,7 @@ std::string StallsJson(const View& view, int64_t now_ns) {
     w.Field("cpu_seconds", Sec(cur->loop_cpu_ns));
     w.Field("activity", cur->activity);
     w.Field("has_report", cur->has_report);
-    w.Field("summary", StallWhat(*cur));
+    w.Field("summary", DescribeStall(*cur));
     w.Field("text", cur->text);
     w.EndObject();
   }

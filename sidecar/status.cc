@@ -57,22 +57,13 @@ std::string Printable(const std::string& s) {
   return out.empty() ? "-" : out;
 }
 
-std::string StallWhat(const StallRecord& s) {
-  switch (s.stall_class) {
-    case StallClass::kCpu: return "cpu-bound";
-    case StallClass::kBlocked:
-      return s.syscall.empty() ? "blocked" : "blocked in " + s.syscall;
-    case StallClass::kHost: return "host paused";
-    default: return "no report yet";
-  }
-}
 
 std::string Detail(const LoopView& l) {
   std::string d;
   std::string activity = l.activity;
   switch (l.state) {
     case LoopState::kStalled:
-      d = StallWhat(l.stall);
+      d = DescribeStall(l.stall);
       if (!l.stall.activity.empty()) activity = l.stall.activity;
       break;
     case LoopState::kDead: d = "owner gone without closing"; break;
