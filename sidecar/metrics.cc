@@ -817,18 +817,13 @@ void WriteText(const std::vector<MetricFamily>& families, std::string* out) {
     for (const ClientMetric& m : f.metric) {
       switch (f.type) {
         case MetricType::Counter:
-          AppendHead(f, m, "", nullptr, kNone, out);
-          AppendDouble(m.counter.value, out);
-          AppendTail(m, out);
-          break;
         case MetricType::Gauge:
-          AppendHead(f, m, "", nullptr, kNone, out);
-          AppendDouble(m.gauge.value, out);
-          AppendTail(m, out);
-          break;
         case MetricType::Untyped:
           AppendHead(f, m, "", nullptr, kNone, out);
-          AppendDouble(m.untyped.value, out);
+          AppendDouble(f.type == MetricType::Counter ? m.counter.value
+                       : f.type == MetricType::Gauge ? m.gauge.value
+                                                     : m.untyped.value,
+                       out);
           AppendTail(m, out);
           break;
         case MetricType::Summary:
