@@ -18,9 +18,10 @@ LW_DEB_PACKAGES=(
   # clang for the libFuzzer target; its sanitizer and fuzzer runtimes.
   clang libclang-rt-14-dev
   # Python binding, built offline with setuptools.
-  python3-dev python3-setuptools
-  # Real-world Python tests (these install for /usr/bin/python3).
-  python3-fastapi python3-uvicorn gunicorn python3-uvloop python3-httpx
+  python3-dev python3-setuptools python3-pip python3-wheel python3-venv
+  # Real-world Python tests (these install for /usr/bin/python3); the
+  # uvicorn package has the `uvicorn` command, python3-uvicorn the module.
+  python3-fastapi python3-uvicorn uvicorn gunicorn python3-uvloop python3-httpx
   python3-requests python3-pytest python3-aiohttp
   # Load and probe tools for tests and benchmarks.
   wrk curl

@@ -1,0 +1,22 @@
+# SPDX-License-Identifier: Apache-2.0
+"""Zero-code mode, set up by the runner's sitecustomize in every Python
+process the command starts: each event loop gets a heartbeat when it starts
+running, and uvicorn's app gets LoopwatchMiddleware."""
+
+import logging
+import os
+import sys
+
+from . import _heartbeat, asgi
+
+
+def enable() -> None:
+    log = logging.getLogger("loopwatch")
+    if not log.handlers and os.environ.get("LOOPWATCH_QUIET", "") in ("", "0"):
+        handler = logging.StreamHandler(sys.stderr)
+        handler.setFormatter(logging.Formatter("loopwatch: %(message)s"))
+        log.addHandler(handler)
+        log.setLevel(logging.INFO)
+        log.propagate = False
+    wrap = os.environ.get("LOOPWATCH_MIDDLEWARE", "1") != "0"
+    _heartbeat.enable_auto(on_start=asgi.patch_uvicorn if wrap else None)

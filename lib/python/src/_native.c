@@ -1,0 +1,702 @@
+/* SPDX-License-Identifier: Apache-2.0
+ *
+ * loopwatch._native: the C core of libloopwatch (compiled into this module,
+ * see setup.py) and what Python needs on top of it:
+ *
+ *  - Loop: one slot, beaten by a timer on the asyncio loop (loopwatch/_heartbeat.py);
+ *  - the report hook: when the core's watchdog opens a stall report, it asks
+ *    the "reporter" thread for the loop thread's Python stack and running task;
+ *  - the requests in flight, written by the ASGI middleware on the loop thread
+ *    into a table that the hook reads without the GIL.
+ *
+ * The watchdog must never wait for the stalled loop. So the hook never takes
+ * the GIL itself: it hands the work to the reporter thread and waits at most
+ * kGilWaitNs. A loop stuck in Python code or in a system call lets the GIL go
+ * within a switch interval (5 ms), and the reporter reads the stack with the
+ * GIL held. A loop stuck inside a C extension that keeps the GIL (a
+ * catastrophic regular expression) never lets it go: the hook then reads the
+ * loop thread's frames without the GIL, as faulthandler's watchdog does
+ * (_Py_DumpTraceback), and says so in the report; the task is then unknown.
+ */
+#define PY_SSIZE_T_CLEAN
+#ifndef _GNU_SOURCE
+#define _GNU_SOURCE
+#endif
+#include <Python.h>
+
+#include <dlfcn.h>
+#include <errno.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdatomic.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "loopwatch/loopwatch.h"
+
+/* How long the watchdog waits for the reporter to get the GIL. */
+static const uint64_t kGilWaitNs = 250u * 1000u * 1000u;
+/* Requests shown in a report; more are counted. */
+enum { kRequestSlots = 32, kRequestsShown = 12 };
+enum { kMethodSize = 16, kPathSize = 240 };
+/* Text of one report, the stack included: the slot holds less (~7 KiB). */
+enum { kStackSize = 8192, kTaskSize = 512 };
+
+/* ---- requests in flight ----------------------------------------------- */
+
+/* Written only by the loop thread (the middleware runs there); read by the
+ * watchdog through a per-entry seqlock, so neither ever waits. */
+typedef struct {
+  atomic_uint_fast64_t seq; /* odd while written */
+  uint64_t token;           /* 0: free */
+  uint64_t start_ns;
+  char method[kMethodSize];
+  char path[kPathSize];
+} request_entry;
+
+typedef struct {
+  request_entry entries[kRequestSlots];
+  uint64_t next_token;
+  atomic_uint_fast64_t overflow; /* requests that found no entry */
+} request_table;
+
+typedef struct {
+  uint64_t start_ns;
+  char method[kMethodSize];
+  char path[kPathSize];
+} request_copy;
+
+static void copy_cut(char *dst, size_t size, const char *src, size_t len) {
+  if (len > size - 1) {
+    len = size - 1;
+    while (len > 0 && ((unsigned char)src[len] & 0xC0u) == 0x80u) len--;
+  }
+  memcpy(dst, src, len);
+  dst[len] = '\0';
+}
+
+/* Relaxed byte-wise copy: the reader may race the writer, the seqlock tells. */
+static void racy_copy(char *dst, const char *src, size_t size) {
+  for (size_t i = 0; i < size; i++)
+    dst[i] = (char)__atomic_load_n((const unsigned char *)&src[i], __ATOMIC_RELAXED);
+  dst[size - 1] = '\0';
+}
+
+/* Copies the requests in flight, oldest first; returns how many. */
+static int requests_read(request_table *t, request_copy *out, int max,
+                         uint64_t *more) {
+  int n = 0;
+  uint64_t skipped = atomic_load_explicit(&t->overflow, memory_order_relaxed);
+  for (int i = 0; i < kRequestSlots; i++) {
+    request_entry *e = &t->entries[i];
+    for (int tries = 0; tries < 16; tries++) {
+      uint64_t s1 = atomic_load_explicit(&e->seq, memory_order_acquire);
+      if (s1 & 1u) continue;
+      uint64_t token = __atomic_load_n(&e->token, __ATOMIC_RELAXED);
+      request_copy c;
+      c.start_ns = __atomic_load_n(&e->start_ns, __ATOMIC_RELAXED);
+      racy_copy(c.method, e->method, sizeof c.method);
+      racy_copy(c.path, e->path, sizeof c.path);
+      atomic_thread_fence(memory_order_acquire);
+      if (atomic_load_explicit(&e->seq, memory_order_relaxed) != s1) continue;
+      if (token == 0) break;
+      if (n < max) {
+        int at = n++;
+        /* Insertion by start time: oldest (most likely the culprit) first. */
+        while (at > 0 && out[at - 1].start_ns > c.start_ns) {
+          out[at] = out[at - 1];
+          at--;
+        }
+        out[at] = c;
+      } else {
+        skipped++;
+      }
+      break;
+    }
+  }
+  *more = skipped;
+  return n;
+}
+
+/* ---- the Loop object -------------------------------------------------- */
+
+typedef struct {
+  PyObject_HEAD
+  lw_loop_t *loop;
+  /* The thread that opened the loop (the loop thread) and its interpreter:
+   * whose frames a report shows. */
+  PyThreadState *tstate;
+  PyInterpreterState *interp;
+  /* Called by the reporter thread, with the GIL, for the "task:" line. */
+  PyObject *task_fn;
+  int closing; /* under g_rep.mu: no new report requests */
+  request_table requests;
+  PyObject *weakrefs;
+} LoopObject;
+
+/* ---- the reporter thread ---------------------------------------------- */
+
+typedef void (*dump_traceback_fn)(int fd, PyThreadState *tstate);
+
+static struct {
+  pthread_mutex_t mu;
+  pthread_cond_t cv; /* CLOCK_MONOTONIC */
+  pthread_t thread;
+  int started;
+  int shutdown;
+  /* The one request: posted by the hook, answered by the reporter. */
+  LoopObject *req; /* NULL: none, or cancelled */
+  uint64_t req_gen;
+  int req_pending; /* posted, not yet answered */
+  int req_done;
+  char stack[kStackSize];
+  size_t stack_len;
+  char task[kTaskSize];
+} g_rep = {PTHREAD_MUTEX_INITIALIZER, PTHREAD_COND_INITIALIZER};
+
+static dump_traceback_fn g_dump_traceback;
+
+static uint64_t mono_ns(void) {
+  struct timespec ts;
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
+}
+
+/* The frames of tstate as faulthandler prints them ("Stack (most recent call
+ * first):" then '  File "f.py", line 3 in g'), into buf. */
+static size_t dump_stack(PyThreadState *tstate, char *buf, size_t size) {
+  if (!g_dump_traceback || !tstate) {
+    return (size_t)snprintf(buf, size, "Stack: unavailable (this Python has no _Py_DumpTraceback)\n");
+  }
+  int fd = memfd_create("loopwatch-stack", MFD_CLOEXEC);
+  if (fd < 0) return (size_t)snprintf(buf, size, "Stack: unavailable (memfd_create: %s)\n", strerror(errno));
+  g_dump_traceback(fd, tstate);
+  size_t n = 0;
+  ssize_t r;
+  while (n < size - 1 && (r = pread(fd, buf + n, size - 1 - n, (off_t)n)) > 0) n += (size_t)r;
+  off_t total = lseek(fd, 0, SEEK_END);
+  close(fd);
+  if (total > (off_t)n && n > 16) {
+    /* Cut: end on a whole line, and say so. */
+    while (n > 0 && buf[n - 1] != '\n') n--;
+    n += (size_t)snprintf(buf + n, size - n, "  ... (cut)\n");
+  }
+  buf[n < size ? n : size - 1] = '\0';
+  return strlen(buf);
+}
+
+/* Whether tstate is still one of interp's threads (the loop thread may have
+ * ended without closing its loop). Without the GIL this walk is the same
+ * risk faulthandler takes; with it, exact. */
+static int thread_alive(PyInterpreterState *interp, PyThreadState *tstate) {
+  if (!interp || !tstate) return 0;
+  for (PyThreadState *t = PyInterpreterState_ThreadHead(interp); t; t = PyThreadState_Next(t))
+    if (t == tstate) return 1;
+  return 0;
+}
+
+static void *reporter_main(void *arg) {
+  (void)arg;
+  pthread_mutex_lock(&g_rep.mu);
+  for (;;) {
+    while (!g_rep.shutdown && !(g_rep.req_pending && !g_rep.req_done))
+      pthread_cond_wait(&g_rep.cv, &g_rep.mu);
+    if (g_rep.shutdown) break;
+    uint64_t gen = g_rep.req_gen;
+    pthread_mutex_unlock(&g_rep.mu);
+
+    /* No lock of ours is held here: a thread taking the GIL while the
+     * interpreter finalises is ended inside PyGILState_Ensure. */
+    PyGILState_STATE gil = PyGILState_Ensure();
+    pthread_mutex_lock(&g_rep.mu);
+    LoopObject *self = g_rep.req_gen == gen && g_rep.req_pending ? g_rep.req : NULL;
+    if (self) Py_INCREF(self); /* safe: the GIL is held */
+    pthread_mutex_unlock(&g_rep.mu);
+
+    char task[kTaskSize] = "";
+    char *stack = NULL;
+    size_t stack_len = 0;
+    if (self) {
+      /* First the stack, before any Python code runs (and lets the GIL go):
+       * this is the exact place the loop thread is stuck. */
+      stack = PyMem_RawMalloc(kStackSize);
+      if (stack) {
+        stack_len = thread_alive(self->interp, self->tstate)
+                        ? dump_stack(self->tstate, stack, kStackSize)
+                        : (size_t)snprintf(stack, kStackSize, "Stack: the loop thread has ended\n");
+      }
+      if (self->task_fn) {
+        PyObject *r = PyObject_CallNoArgs(self->task_fn);
+        const char *s = r && PyUnicode_Check(r) ? PyUnicode_AsUTF8(r) : NULL;
+        if (s) copy_cut(task, sizeof task, s, strlen(s));
+        else snprintf(task, sizeof task, "unknown (reading it failed)");
+        Py_XDECREF(r);
+        PyErr_Clear();
+      }
+      Py_DECREF(self);
+    }
+
+    pthread_mutex_lock(&g_rep.mu);
+    if (self && g_rep.req_gen == gen && g_rep.req_pending && g_rep.req) {
+      if (stack) memcpy(g_rep.stack, stack, stack_len + 1);
+      else g_rep.stack[0] = '\0';
+      g_rep.stack_len = stack ? stack_len : 0;
+      memcpy(g_rep.task, task, sizeof task);
+    }
+    if (g_rep.req_gen == gen) g_rep.req_done = 1;
+    pthread_cond_broadcast(&g_rep.cv);
+    pthread_mutex_unlock(&g_rep.mu);
+    PyMem_RawFree(stack);
+    PyGILState_Release(gil);
+    pthread_mutex_lock(&g_rep.mu);
+  }
+  pthread_mutex_unlock(&g_rep.mu);
+  return NULL;
+}
+
+/* Called with g_rep.mu held. */
+static int reporter_start(void) {
+  if (g_rep.started) return 0;
+  sigset_t all, old;
+  sigfillset(&all);
+  pthread_sigmask(SIG_SETMASK, &all, &old); /* app signals never land here */
+  int rc = pthread_create(&g_rep.thread, NULL, reporter_main, NULL);
+  pthread_sigmask(SIG_SETMASK, &old, NULL);
+  if (rc) return -rc;
+  pthread_setname_np(g_rep.thread, "loopwatch-rep");
+  pthread_detach(g_rep.thread);
+  g_rep.started = 1;
+  return 0;
+}
+
+static void rep_atfork_prepare(void) { pthread_mutex_lock(&g_rep.mu); }
+static void rep_atfork_parent(void) { pthread_mutex_unlock(&g_rep.mu); }
+/* The reporter thread does not exist in the child; a request in flight
+ * there belongs to the parent. */
+static void rep_atfork_child(void) {
+  g_rep.started = 0;
+  g_rep.req = NULL;
+  g_rep.req_pending = 0;
+  g_rep.req_done = 0;
+  g_rep.req_gen++;
+  pthread_mutex_unlock(&g_rep.mu);
+}
+
+/* ---- the report hook (the core's watchdog thread, no GIL) ------------- */
+
+static size_t append(char *buf, size_t size, size_t n, const char *fmt, ...)
+    __attribute__((format(printf, 4, 5)));
+static size_t append(char *buf, size_t size, size_t n, const char *fmt, ...) {
+  if (n >= size) return n;
+  va_list ap;
+  va_start(ap, fmt);
+  int w = vsnprintf(buf + n, size - n, fmt, ap);
+  va_end(ap);
+  if (w < 0) return n;
+  return n + (size_t)w < size ? n + (size_t)w : size - 1;
+}
+
+static size_t report_hook(lw_loop_t *loop, void *user, char *buf, size_t size) {
+  (void)loop;
+  LoopObject *self = user;
+  char task[kTaskSize];
+  int with_gil = 0;
+  char *stack = malloc(kStackSize); /* the watchdog's thread: may allocate */
+  if (!stack) return 0;
+
+  pthread_mutex_lock(&g_rep.mu);
+  if (self->closing || g_rep.shutdown) {
+    pthread_mutex_unlock(&g_rep.mu);
+    return 0;
+  }
+  int busy = g_rep.req_pending && !g_rep.req_done; /* stuck on the GIL still */
+  if (!busy && reporter_start() == 0) {
+    g_rep.req = self;
+    g_rep.req_gen++;
+    g_rep.req_pending = 1;
+    g_rep.req_done = 0;
+    uint64_t gen = g_rep.req_gen;
+    pthread_cond_broadcast(&g_rep.cv);
+    uint64_t deadline = mono_ns() + kGilWaitNs;
+    struct timespec ts = {(time_t)(deadline / 1000000000u), (long)(deadline % 1000000000u)};
+    while (!g_rep.req_done && g_rep.req_gen == gen && g_rep.req == self) {
+      if (pthread_cond_timedwait(&g_rep.cv, &g_rep.mu, &ts) == ETIMEDOUT) break;
+    }
+    if (g_rep.req_done && g_rep.req_gen == gen && g_rep.req == self) {
+      with_gil = 1;
+      memcpy(stack, g_rep.stack, g_rep.stack_len + 1);
+      memcpy(task, g_rep.task, sizeof task);
+      g_rep.req_pending = 0;
+      g_rep.req = NULL;
+    } else {
+      /* Left pending: the reporter still waits for the GIL, and answers
+       * into nothing once it gets it (the request is withdrawn). */
+      g_rep.req = NULL;
+    }
+  }
+  pthread_mutex_unlock(&g_rep.mu);
+
+  if (!with_gil) {
+    snprintf(task, sizeof task,
+             "unknown (the GIL was not released within %llu ms: the loop thread "
+             "holds it in C code, e.g. a C extension or a regular expression)",
+             (unsigned long long)(kGilWaitNs / 1000000u));
+    if (self->closing || g_rep.shutdown) {
+      free(stack);
+      return 0;
+    }
+    if (thread_alive(self->interp, self->tstate)) {
+      size_t n = (size_t)snprintf(stack, kStackSize,
+                                  "(stack read without the GIL, as faulthandler does)\n");
+      dump_stack(self->tstate, stack + n, kStackSize - n);
+    } else {
+      snprintf(stack, kStackSize, "Stack: the loop thread has ended\n");
+    }
+  }
+
+  size_t n = 0;
+  n = append(buf, size, n, "task: %s\n", task[0] ? task : "none running");
+  request_copy reqs[kRequestsShown];
+  uint64_t more = 0;
+  int nreq = requests_read(&self->requests, reqs, kRequestsShown, &more);
+  uint64_t now = mono_ns();
+  n = append(buf, size, n, "requests in flight: %llu\n", (unsigned long long)(nreq + more));
+  for (int i = 0; i < nreq; i++) {
+    uint64_t age = now > reqs[i].start_ns ? now - reqs[i].start_ns : 0;
+    n = append(buf, size, n, "  %s %s (%llu.%03llu s)\n", reqs[i].method, reqs[i].path,
+               (unsigned long long)(age / 1000000000u),
+               (unsigned long long)(age / 1000000u % 1000u));
+  }
+  if (more) n = append(buf, size, n, "  ... and %llu more\n", (unsigned long long)more);
+  n = append(buf, size, n, "%s", stack);
+  free(stack);
+  return n;
+}
+
+/* ---- Loop methods ----------------------------------------------------- */
+
+static int Loop_init(LoopObject *self, PyObject *args, PyObject *kw) {
+  static char *kwlist[] = {"name", "interval_ns", "kind", "task_fn", "report_after_ns", NULL};
+  const char *name, *kind = "asyncio";
+  unsigned long long interval_ns, report_after_ns = 0;
+  PyObject *task_fn = Py_None;
+  if (!PyArg_ParseTupleAndKeywords(args, kw, "sK|sOK", kwlist, &name, &interval_ns, &kind,
+                                   &task_fn, &report_after_ns))
+    return -1;
+  if (self->loop) {
+    PyErr_SetString(PyExc_RuntimeError, "Loop already open");
+    return -1;
+  }
+  if (task_fn != Py_None && !PyCallable_Check(task_fn)) {
+    PyErr_SetString(PyExc_TypeError, "task_fn must be callable or None");
+    return -1;
+  }
+  lw_loop_options_t opt;
+  memset(&opt, 0, sizeof opt);
+  opt.struct_size = sizeof opt;
+  opt.name = name;
+  opt.kind = kind;
+  opt.interval_ns = interval_ns;
+  opt.report_after_ns = report_after_ns;
+  lw_loop_t *loop = NULL;
+  int rc;
+  Py_BEGIN_ALLOW_THREADS
+  rc = lw_loop_open_ex(&opt, &loop);
+  Py_END_ALLOW_THREADS
+  if (rc != 0) {
+    const char *detail = lw_last_error();
+    PyObject *e = Py_BuildValue("(is)", -rc, detail && *detail ? detail : lw_strerror(rc));
+    if (e) {
+      PyErr_SetObject(PyExc_OSError, e);
+      Py_DECREF(e);
+    }
+    return -1;
+  }
+  self->loop = loop;
+  self->tstate = PyThreadState_Get();
+  self->interp = PyThreadState_GetInterpreter(self->tstate);
+  Py_XSETREF(self->task_fn, task_fn == Py_None ? NULL : Py_NewRef(task_fn));
+  if (loop) lw_set_report_hook(loop, report_hook, self);
+  return 0;
+}
+
+static void Loop_do_close(LoopObject *self) {
+  lw_loop_t *loop = self->loop;
+  if (!loop) return;
+  /* With the GIL held, so the reporter (which checks the request with the
+   * GIL, under g_rep.mu) never takes a reference to a Loop being freed. */
+  pthread_mutex_lock(&g_rep.mu);
+  self->closing = 1;
+  if (g_rep.req == self) g_rep.req = NULL;
+  pthread_mutex_unlock(&g_rep.mu);
+  /* lw_loop_close waits for a hook running on this loop, which may wait
+   * (bounded) for the reporter, which needs the GIL: let it go. */
+  Py_BEGIN_ALLOW_THREADS
+  lw_loop_close(loop);
+  Py_END_ALLOW_THREADS
+  self->loop = NULL;
+}
+
+static PyObject *Loop_close(LoopObject *self, PyObject *unused) {
+  (void)unused;
+  Loop_do_close(self);
+  Py_RETURN_NONE;
+}
+
+static PyObject *Loop_beat(LoopObject *self, PyObject *unused) {
+  (void)unused;
+  lw_beat(self->loop);
+  Py_RETURN_NONE;
+}
+
+static PyObject *Loop_set_ready(LoopObject *self, PyObject *arg) {
+  int ready = PyObject_IsTrue(arg);
+  if (ready < 0) return NULL;
+  lw_set_ready(self->loop, ready);
+  Py_RETURN_NONE;
+}
+
+static PyObject *Loop_set_activity(LoopObject *self, PyObject *arg) {
+  const char *label = NULL;
+  if (arg != Py_None) {
+    if (!PyUnicode_Check(arg)) {
+      PyErr_SetString(PyExc_TypeError, "activity label must be str or None");
+      return NULL;
+    }
+    label = PyUnicode_AsUTF8(arg);
+    if (!label) return NULL;
+  }
+  lw_set_activity(self->loop, label);
+  Py_RETURN_NONE;
+}
+
+/* request_begin(method: str, path: str) -> token (0: not recorded). */
+static PyObject *Loop_request_begin(LoopObject *self, PyObject *const *args, Py_ssize_t nargs) {
+  if (nargs != 2 || !PyUnicode_Check(args[0]) || !PyUnicode_Check(args[1])) {
+    PyErr_SetString(PyExc_TypeError, "request_begin(method: str, path: str)");
+    return NULL;
+  }
+  Py_ssize_t mlen, plen;
+  const char *method = PyUnicode_AsUTF8AndSize(args[0], &mlen);
+  const char *path = method ? PyUnicode_AsUTF8AndSize(args[1], &plen) : NULL;
+  if (!path) return NULL;
+  request_table *t = &self->requests;
+  for (int i = 0; i < kRequestSlots; i++) {
+    request_entry *e = &t->entries[i];
+    if (e->token != 0) continue;
+    uint64_t token = ((++t->next_token) << 6) | (uint64_t)i; /* never 0 */
+    uint64_t s = atomic_load_explicit(&e->seq, memory_order_relaxed);
+    atomic_store_explicit(&e->seq, s + 1, memory_order_relaxed);
+    atomic_thread_fence(memory_order_release);
+    copy_cut(e->method, sizeof e->method, method, (size_t)mlen);
+    copy_cut(e->path, sizeof e->path, path, (size_t)plen);
+    __atomic_store_n(&e->start_ns, mono_ns(), __ATOMIC_RELAXED);
+    __atomic_store_n(&e->token, token, __ATOMIC_RELAXED);
+    atomic_store_explicit(&e->seq, s + 2, memory_order_release);
+    return PyLong_FromUnsignedLongLong(token);
+  }
+  atomic_fetch_add_explicit(&t->overflow, 1, memory_order_relaxed);
+  return PyLong_FromLong(0);
+}
+
+static PyObject *Loop_request_end(LoopObject *self, PyObject *arg) {
+  unsigned long long token = PyLong_AsUnsignedLongLong(arg);
+  if (token == (unsigned long long)-1 && PyErr_Occurred()) return NULL;
+  request_table *t = &self->requests;
+  if (token == 0) {
+    if (atomic_load_explicit(&t->overflow, memory_order_relaxed) > 0)
+      atomic_fetch_sub_explicit(&t->overflow, 1, memory_order_relaxed);
+    Py_RETURN_NONE;
+  }
+  request_entry *e = &t->entries[token & 63u];
+  if ((token & 63u) < kRequestSlots && e->token == token) {
+    uint64_t s = atomic_load_explicit(&e->seq, memory_order_relaxed);
+    atomic_store_explicit(&e->seq, s + 1, memory_order_relaxed);
+    atomic_thread_fence(memory_order_release);
+    __atomic_store_n(&e->token, 0, __ATOMIC_RELAXED);
+    atomic_store_explicit(&e->seq, s + 2, memory_order_release);
+  }
+  Py_RETURN_NONE;
+}
+
+/* The report text the hook would write now (tests; no watchdog involved). */
+static PyObject *Loop_requests(LoopObject *self, PyObject *unused) {
+  (void)unused;
+  request_copy reqs[kRequestSlots];
+  uint64_t more = 0;
+  int n = requests_read(&self->requests, reqs, kRequestSlots, &more);
+  PyObject *list = PyList_New(0);
+  if (!list) return NULL;
+  uint64_t now = mono_ns();
+  for (int i = 0; i < n; i++) {
+    double age = (double)(now - reqs[i].start_ns) / 1e9;
+    PyObject *item = Py_BuildValue("(ssd)", reqs[i].method, reqs[i].path, age);
+    if (!item || PyList_Append(list, item) < 0) {
+      Py_XDECREF(item);
+      Py_DECREF(list);
+      return NULL;
+    }
+    Py_DECREF(item);
+  }
+  return list;
+}
+
+static PyObject *Loop_get_slot(LoopObject *self, void *closure) {
+  (void)closure;
+  return PyLong_FromLong(lw_loop_slot(self->loop));
+}
+
+static PyObject *Loop_get_closed(LoopObject *self, void *closure) {
+  (void)closure;
+  return PyBool_FromLong(self->loop == NULL);
+}
+
+static int Loop_traverse(LoopObject *self, visitproc visit, void *arg) {
+  Py_VISIT(self->task_fn);
+  return 0;
+}
+
+static int Loop_clear(LoopObject *self) {
+  Py_CLEAR(self->task_fn);
+  return 0;
+}
+
+static void Loop_dealloc(LoopObject *self) {
+  PyObject_GC_UnTrack(self);
+  if (self->weakrefs) PyObject_ClearWeakRefs((PyObject *)self);
+  Loop_do_close(self);
+  Loop_clear(self);
+  Py_TYPE(self)->tp_free((PyObject *)self);
+}
+
+static PyMethodDef Loop_methods[] = {
+    {"beat", (PyCFunction)Loop_beat, METH_NOARGS,
+     "Publish a heartbeat and record the lag since the expected one."},
+    {"set_ready", (PyCFunction)Loop_set_ready, METH_O, "Set the slot's ready flag."},
+    {"set_activity", (PyCFunction)Loop_set_activity, METH_O,
+     "Set the slot's activity label (None clears it)."},
+    {"request_begin", (PyCFunction)(void (*)(void))Loop_request_begin, METH_FASTCALL,
+     "Record a request in flight (method, path); returns a token for request_end()."},
+    {"request_end", (PyCFunction)Loop_request_end, METH_O,
+     "Forget the request of a token from request_begin()."},
+    {"requests", (PyCFunction)Loop_requests, METH_NOARGS,
+     "The requests in flight as (method, path, age in seconds), oldest first."},
+    {"close", (PyCFunction)Loop_close, METH_NOARGS,
+     "Release the slot (the sidecar sees the loop leave cleanly)."},
+    {NULL, NULL, 0, NULL},
+};
+
+static PyGetSetDef Loop_getset[] = {
+    {"slot", (getter)Loop_get_slot, NULL, "Slot index in the segment (-1: closed or inert).", NULL},
+    {"closed", (getter)Loop_get_closed, NULL, "Whether close() was called.", NULL},
+    {NULL, NULL, NULL, NULL, NULL},
+};
+
+static PyTypeObject LoopType = {
+    PyVarObject_HEAD_INIT(NULL, 0)
+    .tp_name = "loopwatch._native.Loop",
+    .tp_doc = "Loop(name, interval_ns, kind='asyncio', task_fn=None, report_after_ns=0)\n\n"
+              "One slot of the segment. Raises OSError(errno, detail) when it cannot "
+              "be opened.",
+    .tp_basicsize = sizeof(LoopObject),
+    .tp_flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_GC,
+    .tp_new = PyType_GenericNew,
+    .tp_init = (initproc)Loop_init,
+    .tp_dealloc = (destructor)Loop_dealloc,
+    .tp_traverse = (traverseproc)Loop_traverse,
+    .tp_clear = (inquiry)Loop_clear,
+    .tp_methods = Loop_methods,
+    .tp_getset = Loop_getset,
+    .tp_weaklistoffset = offsetof(LoopObject, weakrefs),
+};
+
+/* ---- module functions ------------------------------------------------- */
+
+static PyObject *mod_enabled(PyObject *m, PyObject *unused) {
+  (void)m, (void)unused;
+  return PyBool_FromLong(lw_enabled());
+}
+
+static PyObject *mod_version(PyObject *m, PyObject *unused) {
+  (void)m, (void)unused;
+  return PyUnicode_FromString(lw_version());
+}
+
+static PyObject *mod_now_ns(PyObject *m, PyObject *unused) {
+  (void)m, (void)unused;
+  return PyLong_FromUnsignedLongLong(lw_now_ns());
+}
+
+/* Stops the reporter before the interpreter finalises (atexit). */
+static PyObject *mod_shutdown(PyObject *m, PyObject *unused) {
+  (void)m, (void)unused;
+  pthread_mutex_lock(&g_rep.mu);
+  g_rep.shutdown = 1;
+  g_rep.req = NULL;
+  pthread_cond_broadcast(&g_rep.cv);
+  pthread_mutex_unlock(&g_rep.mu);
+  Py_RETURN_NONE;
+}
+
+/* The report text for `loop` as the hook would build it now, on this thread
+ * (tests of the formatting; the GIL is released while it waits). */
+static PyObject *mod_report_now(PyObject *m, PyObject *arg) {
+  (void)m;
+  if (!PyObject_TypeCheck(arg, &LoopType)) {
+    PyErr_SetString(PyExc_TypeError, "report_now(loop: Loop)");
+    return NULL;
+  }
+  LoopObject *self = (LoopObject *)arg;
+  char *buf = PyMem_RawMalloc(kStackSize * 2);
+  if (!buf) return PyErr_NoMemory();
+  size_t n;
+  Py_BEGIN_ALLOW_THREADS
+  n = report_hook(self->loop, self, buf, kStackSize * 2);
+  Py_END_ALLOW_THREADS
+  PyObject *r = PyUnicode_DecodeUTF8(buf, (Py_ssize_t)n, "replace");
+  PyMem_RawFree(buf);
+  return r;
+}
+
+static PyMethodDef module_methods[] = {
+    {"enabled", mod_enabled, METH_NOARGS, "Whether LOOPWATCH_SEGMENT is set."},
+    {"version", mod_version, METH_NOARGS, "Version of the C core."},
+    {"now_ns", mod_now_ns, METH_NOARGS, "CLOCK_MONOTONIC now, in nanoseconds."},
+    {"shutdown", mod_shutdown, METH_NOARGS, "Stop the reporter thread (at exit)."},
+    {"report_now", mod_report_now, METH_O,
+     "The text a stall report would carry for this loop, built now."},
+    {NULL, NULL, 0, NULL},
+};
+
+static struct PyModuleDef module_def = {
+    PyModuleDef_HEAD_INIT, "loopwatch._native",
+    "The C core of loopwatch (libloopwatch) for the Python binding.", -1, module_methods,
+};
+
+PyMODINIT_FUNC PyInit__native(void) {
+  if (PyType_Ready(&LoopType) < 0) return NULL;
+  PyObject *m = PyModule_Create(&module_def);
+  if (!m) return NULL;
+  if (PyModule_AddObjectRef(m, "Loop", (PyObject *)&LoopType) < 0) {
+    Py_DECREF(m);
+    return NULL;
+  }
+  g_dump_traceback = (dump_traceback_fn)dlsym(RTLD_DEFAULT, "_Py_DumpTraceback");
+  static int atfork_done;
+  if (!atfork_done) {
+    pthread_condattr_t attr;
+    pthread_condattr_init(&attr);
+    pthread_condattr_setclock(&attr, CLOCK_MONOTONIC);
+    pthread_cond_destroy(&g_rep.cv);
+    pthread_cond_init(&g_rep.cv, &attr);
+    pthread_condattr_destroy(&attr);
+    pthread_atfork(rep_atfork_prepare, rep_atfork_parent, rep_atfork_child);
+    atfork_done = 1;
+  }
+  return m;
+}
