@@ -1,6 +1,6 @@
 # SPDX-License-Identifier: Apache-2.0
-"""ctest's entry point of the end-to-end tests: runs pytest on this
-directory with the given arguments, or exits 77 (ctest: skipped) when the
+"""ctest's entry point of the pytest suites: runs pytest on this directory
+(or on the directory given first) with the given arguments, or exits 77 (ctest: skipped) when the
 Python running it has no pytest (Debian: python3-pytest)."""
 
 import os
@@ -16,5 +16,9 @@ except ImportError:
     sys.exit(77)
 
 if __name__ == "__main__":
-    here = os.path.dirname(os.path.abspath(__file__))
-    sys.exit(pytest.main([here, *sys.argv[1:]]))
+    # run_e2e.py [DIR] [PYTEST ARGS]: DIR defaults to this directory.
+    args = sys.argv[1:]
+    target = os.path.dirname(os.path.abspath(__file__))
+    if args and os.path.isdir(args[0]):
+        target = args.pop(0)
+    sys.exit(pytest.main([target, *args]))
