@@ -509,6 +509,8 @@ void Health::Judge(View* v, int64_t now_ns) const {
   const LoopView* first_unready = nullptr;
   std::string unready_why;
   size_t live_count = 0;
+  // Loops present but not live, by state, for the "ok" body: "1 lagging".
+  size_t by_state[static_cast<size_t>(LoopState::kGone) + 1] = {};
   for (const LoopView& l : v->loops) {
     if (l.state == LoopState::kGone) continue;
     if (l.state == LoopState::kDead && !l.failing_liveness) continue;
@@ -517,6 +519,7 @@ void Health::Judge(View* v, int64_t now_ns) const {
       failing++;
       if (!first_fail) first_fail = &l;
     }
+    by_state[static_cast<size_t>(l.state)]++;
     if (l.state == LoopState::kLive) live_count++;
     if (!first_unready) {
       if (l.state == LoopState::kStalled) {
@@ -559,8 +562,13 @@ void Health::Judge(View* v, int64_t now_ns) const {
                          " loops healthy (policy all); " +
                          fail_reason(*first_fail)};
   } else {
-    v->live = {true, "ok: " + std::to_string(present) + " loops, " +
-                         std::to_string(live_count) + " live"};
+    std::string body = "ok: " + std::to_string(present) + " loops, " +
+                       std::to_string(live_count) + " live";
+    for (LoopState st : {LoopState::kStarting, LoopState::kLagging, LoopState::kStalled}) {
+      size_t n = by_state[static_cast<size_t>(st)];
+      if (n) body += ", " + std::to_string(n) + " " + LoopStateName(st);
+    }
+    v->live = {true, body};
   }
   if (!v->started) {
     uint32_t beaten = 0;

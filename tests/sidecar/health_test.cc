@@ -293,6 +293,8 @@ TEST_F(HealthTest, PerBeatLagAboveThresholdIsLaggingThenLiveAgain) {
   EXPECT_EQ(StateOf("w0"), LoopState::kLagging);
   EXPECT_GE(Loop("w0")->lag_ns, 1200 * kMs);
   EXPECT_TRUE(view->live.ok) << view->live.reason;
+  // "0 live" alone would read as if nothing were there.
+  EXPECT_EQ(view->live.reason, "ok: 1 loops, 0 live, 1 lagging");
   EXPECT_FALSE(view->ready.ok);
   EXPECT_THAT(view->ready.reason, StartsWith("loop w0 lagging 1.2s"));
   EXPECT_THAT(view->ready.reason, HasSubstr("lag_above"));
