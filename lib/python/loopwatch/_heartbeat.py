@@ -336,7 +336,19 @@ def _loop_starting(loop) -> None:
     elif _auto:
         if _on_start is not None and _on_start():
             _on_start = None
-        install(loop=loop, auto=True)
+        # After what is already scheduled: the first step of the server's
+        # main task, which (uvicorn) imports the app on the loop. The slot
+        # appears once the app is loaded, so /startupz means "loaded", and
+        # a slow import is start-up, not a stall.
+        loop.call_soon(_auto_install, loop)
+
+
+def _auto_install(loop) -> None:
+    try:
+        if loop.is_running() and loop not in _beats:
+            install(loop=loop, auto=True)
+    except Exception as e:
+        _warn_once("auto-install", "a loop is not watched: %r", e)
 
 
 def _loop_stopping(loop) -> None:
