@@ -238,10 +238,13 @@ def install(name: Optional[str] = None, *, interval: Optional[float] = None,
                    "using %gs", interval, _env_interval())
         interval = _env_interval()
     hb = Heartbeat(loop, _next_name(name), interval, auto)
+    if not hb.open(loop):
+        global _count
+        with _lock:
+            _count -= 1  # the name's number goes to the next loop that opens
+        return False  # not remembered: a later install() may succeed
     _beats[loop] = hb
     _wrap_close(loop)
-    if not hb.open(loop):
-        return False
     if auto:
         log.info("loop %s (%s) beats every %gms into slot %d of %s", hb.name,
                  type(loop).__module__.split(".")[0], hb.interval * 1e3,
@@ -285,11 +288,12 @@ def _wrap_close(loop) -> None:
     original = loop.close
 
     def close(*args, **kwargs):
+        result = original(*args, **kwargs)  # may refuse (a running loop)
         try:
             uninstall(loop)
         except Exception:
             pass
-        return original(*args, **kwargs)
+        return result
 
     try:
         loop.close = close

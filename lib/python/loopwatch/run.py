@@ -49,8 +49,13 @@ def _usage_error(msg: str) -> int:
 def _role_of(command: List[str]) -> str:
     """uvicorn for `uvicorn ...` and for `python3 -m uvicorn ...`."""
     prog = os.path.basename(command[0])
-    if prog.startswith("python") and "-m" in command[1:-1]:
-        return command[command.index("-m", 1) + 1].split(".")[0]
+    if prog.startswith("python"):
+        # Python's own options come first; the first other word ends them.
+        for i, word in enumerate(command[1:-1], 1):
+            if word == "-m":
+                return command[i + 1].split(".")[0]
+            if not word.startswith("-"):
+                break
     return prog or "python"
 
 
