@@ -1,0 +1,54 @@
+# syntax=docker/dockerfile:1
+# The loopwatch sidecar image.
+#
+#   podman build -t loopwatch:0.1.0 .         (or docker build)
+#   podman build --build-arg BASE_IMAGE=localhost/debian:bookworm -t loopwatch:0.1.0 .
+#
+# Stage "build" compiles the sidecar from this tree with Debian's own
+# packages. The runtime stage starts from nothing and holds only the
+# stripped `loopwatch` binary, the shared libraries it loads (found with
+# ldd), their Debian copyright files and the project's license. It runs as
+# the numeric user 65532, needs no capabilities and writes nothing outside
+# the segment volume, so it works on a read-only root filesystem.
+
+ARG BASE_IMAGE=debian:bookworm-slim
+
+FROM ${BASE_IMAGE} AS build
+RUN apt-get update \
+ && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends \
+      g++ cmake make pkg-config binutils \
+      libcpp-httplib-dev libyaml-cpp-dev prometheus-cpp-dev libspdlog-dev \
+ && rm -rf /var/lib/apt/lists/*
+WORKDIR /src
+COPY CMakeLists.txt LICENSE ./
+COPY lib/ lib/
+COPY sidecar/ sidecar/
+RUN cmake -S . -B /build -DCMAKE_BUILD_TYPE=Release \
+      -DLOOPWATCH_BUILD_TESTS=OFF -DLOOPWATCH_BUILD_BENCH=OFF \
+      -DLOOPWATCH_BUILD_PYTHON=OFF -DLOOPWATCH_INSTALL=OFF \
+ && cmake --build /build --target loopwatch_sidecar -j "$(nproc)"
+# Lay out the runtime filesystem in /rootfs: the binary, then every shared
+# object ldd resolves for it (the dynamic loader included), each with the
+# copyright file of the Debian package that ships it.
+RUN set -eu; \
+    mkdir -p /rootfs/usr/bin /rootfs/usr/share/doc/loopwatch /rootfs/run/loopwatch; \
+    install -m 0755 -s /build/sidecar/loopwatch /rootfs/usr/bin/loopwatch; \
+    install -m 0644 LICENSE /rootfs/usr/share/doc/loopwatch/LICENSE; \
+    libs=$(ldd /build/sidecar/loopwatch | awk '$2 == "=>" && $3 ~ /^\// {print $3} $1 ~ /^\// {print $1}' | sort -u); \
+    for lib in $libs; do \
+      cp --parents -L "$lib" /rootfs/; \
+      pkg=$(dpkg -S "$(readlink -f "$lib")" 2>/dev/null | head -n1 | cut -d: -f1) || pkg=; \
+      if [ -z "$pkg" ]; then pkg=$(dpkg -S "$lib" | head -n1 | cut -d: -f1); fi; \
+      mkdir -p "/rootfs/usr/share/doc/$pkg"; \
+      cp -L "/usr/share/doc/$pkg/copyright" "/rootfs/usr/share/doc/$pkg/copyright"; \
+    done; \
+    chown 65532:65532 /rootfs/run/loopwatch; \
+    chroot /rootfs /usr/bin/loopwatch --version
+
+FROM scratch
+COPY --from=build /rootfs/ /
+USER 65532:65532
+EXPOSE 9321
+ENV LOOPWATCH_SEGMENT=/run/loopwatch/segment
+ENTRYPOINT ["/usr/bin/loopwatch"]
+CMD ["run"]
