@@ -99,6 +99,7 @@ struct Health::Track {
   std::deque<LagSample> samples;
   bool stall_counted = false;    // this stall is in the totals
   bool host_uncounted = false;   // logged as host, totals wait for its end
+  StallClass counted_class = StallClass::kUnknown;  // class it is counted as
   bool report_logged = false;
   bool report_seen_open = false; // the report was open at the last poll
   std::deque<int64_t> logged_at; // report log times, for the rate limit
@@ -346,6 +347,7 @@ std::shared_ptr<const View> Health::Update(
           } else {
             totals_.stalls_total[int(st.stall_class)]++;
             v.stalls[int(st.stall_class)]++;
+            t->counted_class = st.stall_class;
           }
           events->push_back({Event::Kind::kStallStarted, v, st, ""});
         }
@@ -456,13 +458,20 @@ void Health::EndStall(Track* t, int64_t end_ns, std::vector<Event>* events) {
     t->stall_counted = true;
     totals_.stalls_total[int(v.stall.stall_class)]++;
     v.stalls[int(v.stall.stall_class)]++;
+    t->counted_class = v.stall.stall_class;
     events->push_back({Event::Kind::kStallStarted, v, v.stall, ""});
   } else if (t->host_uncounted) {
     t->host_uncounted = false;
     totals_.stalls_total[int(v.stall.stall_class)]++;
     v.stalls[int(v.stall.stall_class)]++;
+    t->counted_class = v.stall.stall_class;
   }
-  ObserveStallDuration(v.stall);
+  // The duration goes under the class the stall was counted as, even if a
+  // late report changed it since: per class, the histogram's count then
+  // matches loopwatch_stalls_total (a counter cannot move a stall over).
+  StallRecord counted = v.stall;
+  counted.stall_class = t->counted_class;
+  ObserveStallDuration(counted);
   events->push_back({Event::Kind::kStallEnded, v, v.stall, ""});
   RememberStall(v.stall);
 }

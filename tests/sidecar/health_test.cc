@@ -501,6 +501,30 @@ TEST_F(HealthTest, StallWithoutWatchdogFailsLivenessAndIsCountedUnknown) {
   EXPECT_EQ(view->stall_duration[int(StallClass::kUnknown)].count, 1u);
 }
 
+TEST_F(HealthTest, ReportArrivingAfterTheStallWasCountedKeepsTheCountedClass) {
+  // No report by stall_after + 5 polls: counted as unknown. The report
+  // (blocked) comes later; the duration must still go under unknown, so
+  // stalls_total and the duration histogram agree class by class.
+  Open(0, "w0");
+  Warm();
+  sims[0].beating = false;
+  sims[0].watchdog = false;
+  sims[0].cls = LW_CLASS_BLOCKED;
+  Steps(70);
+  ASSERT_EQ(view->stalls_total[int(StallClass::kUnknown)], 1u);
+  sims[0].watchdog = true;
+  Steps(3);
+  EXPECT_EQ(Last(Event::Kind::kStallReport).stall.stall_class, StallClass::kBlocked);
+  sims[0].beating = true;
+  Step();
+  EXPECT_EQ(Count(Event::Kind::kStallEnded), 1);
+  for (int c = 0; c < kStallClasses; c++) {
+    EXPECT_EQ(view->stalls_total[c], view->stall_duration[c].count)
+        << "class " << StallClassName(StallClass(c));
+  }
+  EXPECT_EQ(view->stall_duration[int(StallClass::kUnknown)].count, 1u);
+}
+
 TEST_F(HealthTest, ShortStallEndingBeforeTheReportIsCountedOnce) {
   // Silent past stall_after, beats again before any report came.
   Open(0, "w0");
