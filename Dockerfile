@@ -49,6 +49,6 @@ FROM scratch
 COPY --from=build /rootfs/ /
 USER 65532:65532
 EXPOSE 9321
-ENV LOOPWATCH_SEGMENT=/run/loopwatch/segment
+ENV PATH=/usr/bin LOOPWATCH_SEGMENT=/run/loopwatch/segment
 ENTRYPOINT ["/usr/bin/loopwatch"]
 CMD ["run"]

@@ -25,6 +25,14 @@ LW_DEB_PACKAGES=(
   python3-requests python3-pytest python3-aiohttp
   # Load and probe tools for tests and benchmarks.
   wrk curl
+  # The real-pod test (tests/pod): images built from our Dockerfiles on a
+  # debootstrapped base, a pod run by podman (runc: crun refuses the hybrid
+  # cgroup layout of CI machines; catatonit: podman's pause process).
+  podman runc catatonit debootstrap iptables
+  # PyYAML: manifests read by the pod and monitoring tests.
+  python3-yaml
+  # promtool, which checks and unit-tests the alert rules (deploy/monitoring).
+  prometheus
 )
 
 # Prints the packages of LW_DEB_PACKAGES that are not installed, one a line.
@@ -70,4 +78,25 @@ lw_install_deps() {
     echo "error: still missing after apt-get install: ${missing[*]}" >&2
     return 1
   fi
+}
+
+# Node.js packages of package-lock.json (Kubernetes schemas for the manifest
+# tests, kubectl for `kubectl kustomize`), installed with `npm ci` into
+# node_modules/ when missing or older than the lock file. Node.js itself is
+# taken from the machine, or from Debian when there is none.
+lw_install_node_deps() {
+  local root=$1
+  if ! command -v node >/dev/null || ! command -v npm >/dev/null; then
+    local -a all=("${LW_DEB_PACKAGES[@]}")
+    LW_DEB_PACKAGES=(nodejs npm)
+    lw_install_deps || { LW_DEB_PACKAGES=("${all[@]}"); return 1; }
+    LW_DEB_PACKAGES=("${all[@]}")
+  fi
+  if [[ -f $root/node_modules/.package-lock.json &&
+        ! $root/package-lock.json -nt $root/node_modules/.package-lock.json ]]; then
+    echo "node_modules is up to date with package-lock.json (node $(node --version))."
+    return 0
+  fi
+  echo "npm ci in $root (node $(node --version), npm $(npm --version))"
+  (cd "$root" && npm ci --no-audit --no-fund --loglevel=error </dev/null)
 }

@@ -1,0 +1,104 @@
+#!/usr/bin/env python3
+# SPDX-License-Identifier: Apache-2.0
+"""Renders the example Deployment (deploy/examples/fastapi) into the pod that
+`podman kube play` runs in the real-pod test.
+
+The pod is the Deployment's pod template, changed only where podman 4.3 or
+the test needs it:
+
+- the native sidecar (an initContainers entry with restartPolicy: Always)
+  becomes a plain container, because podman runs initContainers to
+  completion before the app starts (the plain-container variant of the
+  same pod; the native form is checked by schema validation);
+- containers publish their ports on 127.0.0.1 host ports, so the test can
+  reach the probes and the app;
+- env overrides given with --env NAME=VALUE are set in the app container.
+
+The ConfigMap the pod mounts is emitted in the same file, as kube play
+expects.
+
+    render_pod.py --name NAME --sidecar-port N --app-port N [--env K=V] > pod.yaml
+    render_pod.py --images      the sidecar's image, then the app's, a line each
+"""
+
+import argparse
+import copy
+import pathlib
+import sys
+
+import yaml
+
+ROOT = pathlib.Path(__file__).resolve().parents[2]
+EXAMPLE = ROOT / "deploy" / "examples" / "fastapi"
+
+
+def load(name):
+    with open(EXAMPLE / name, encoding="utf-8") as f:
+        return [d for d in yaml.safe_load_all(f) if d]
+
+
+def render(name, sidecar_port, app_port, env):
+    (deployment,) = [d for d in load("deployment.yaml") if d["kind"] == "Deployment"]
+    configmaps = [d for d in load("configmap.yaml") if d["kind"] == "ConfigMap"]
+    template = copy.deepcopy(deployment["spec"]["template"])
+    spec = template["spec"]
+
+    sidecars = [c for c in spec.get("initContainers", []) if c.get("restartPolicy") == "Always"]
+    if not sidecars:
+        sys.exit("render_pod: the Deployment has no native sidecar (initContainers with restartPolicy: Always)")
+    spec["initContainers"] = [c for c in spec["initContainers"] if c not in sidecars]
+    if not spec["initContainers"]:
+        del spec["initContainers"]
+    for c in sidecars:
+        del c["restartPolicy"]
+    spec["containers"] = spec["containers"] + sidecars
+
+    host_ports = {9321: sidecar_port, 8000: app_port}
+    for c in spec["containers"]:
+        for p in c.get("ports", []):
+            if p["containerPort"] in host_ports:
+                p["hostPort"] = host_ports[p["containerPort"]]
+                p["hostIP"] = "127.0.0.1"
+    (app,) = [c for c in spec["containers"] if c["name"] == "app"]
+    for item in env:
+        key, _, value = item.partition("=")
+        app["env"] = [e for e in app.get("env", []) if e["name"] != key]
+        app["env"].append({"name": key, "value": value})
+
+    pod = {
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {"name": name, "labels": template["metadata"]["labels"]},
+        "spec": spec,
+    }
+    return configmaps + [pod]
+
+
+def images():
+    (deployment,) = [d for d in load("deployment.yaml") if d["kind"] == "Deployment"]
+    spec = deployment["spec"]["template"]["spec"]
+    containers = spec.get("initContainers", []) + spec["containers"]
+    by_name = {c["name"]: c["image"] for c in containers}
+    return [by_name["loopwatch"], by_name["app"]]
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--images", action="store_true", help="print the two images and exit")
+    ap.add_argument("--name", help="pod name")
+    ap.add_argument("--sidecar-port", type=int, help="host port for the sidecar's 9321")
+    ap.add_argument("--app-port", type=int, help="host port for the app's 8000")
+    ap.add_argument("--env", action="append", default=[], metavar="NAME=VALUE",
+                    help="set an environment variable in the app container")
+    args = ap.parse_args()
+    if args.images:
+        print("\n".join(images()))
+        return
+    if not (args.name and args.sidecar_port and args.app_port):
+        ap.error("--name, --sidecar-port and --app-port are required")
+    yaml.safe_dump_all(render(args.name, args.sidecar_port, args.app_port, args.env),
+                       sys.stdout, sort_keys=False)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,407 @@
+#!/usr/bin/env bash
+# SPDX-License-Identifier: Apache-2.0
+# Real-pod end-to-end test: the example pod of deploy/examples/fastapi, built
+# from this tree and run by podman.
+#
+#   1. a Debian base image, made with debootstrap from the machine's own
+#      Debian mirror (reused when present; --rebuild-base makes it again),
+#   2. the sidecar image from ./Dockerfile and the demo app image from
+#      deploy/examples/fastapi/Dockerfile, both on that base,
+#   3. `podman kube play` of the example's pod (the plain-container form,
+#      rendered by render_pod.py), then checks: /startupz and /livez pass;
+#      the sidecar runs as uid 65532 with no capabilities on a read-only
+#      root; the two containers have separate PID and mount namespaces and
+#      share the segment; a blocking endpoint turns /livez 503 while the
+#      app's own /health hangs, and the sidecar's log carries the stall
+#      report with the Python stack; a CPU-bound endpoint gives class cpu;
+#      SIGKILL of the app process gives a dead loop and podman's restart a
+#      new one,
+#   4. teardown of the pod and its volumes, also when a check fails.
+#
+#   tests/pod/run_pod_test.sh [--workdir DIR] [--rebuild-base] [--keep]
+#
+#   --workdir DIR    scratch space (default: build/pod)
+#   --rebuild-base   debootstrap the base image even if it exists
+#   --keep           leave the pod running after the checks (to look around)
+#
+# Needs root (debootstrap, rootful podman), and the Debian packages podman,
+# runc, catatonit, debootstrap and curl (scripts/deps.sh installs them).
+# Exit 0 when every check passed, 1 when one failed, 2 on bad usage.
+set -euo pipefail
+
+usage() { sed -n '3,28s/^# \{0,1\}//p' "${BASH_SOURCE[0]}"; }
+
+root=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
+work=$root/build/pod
+rebuild_base=0
+keep=0
+while (($#)); do
+  case $1 in
+    --workdir) [[ $# -ge 2 ]] || { echo "run_pod_test: --workdir needs a directory" >&2; exit 2; }
+               work=$2; shift ;;
+    --rebuild-base) rebuild_base=1 ;;
+    --keep) keep=1 ;;
+    -h | --help) usage; exit 0 ;;
+    *) echo "run_pod_test: unknown argument '$1'" >&2; usage >&2; exit 2 ;;
+  esac
+  shift
+done
+
+if ((EUID != 0)); then
+  echo "run_pod_test: needs root (debootstrap and rootful podman); run it with sudo" >&2
+  exit 2
+fi
+for tool in podman /usr/sbin/runc catatonit debootstrap curl; do
+  command -v "$tool" >/dev/null || {
+    echo "run_pod_test: '$tool' not found: install the Debian packages of scripts/deps.sh" >&2
+    exit 2
+  }
+done
+
+py=/usr/bin/python3
+mkdir -p "$work"
+work=$(cd "$work" && pwd)
+
+# podman on Debian 12 CI machines: runc (crun refuses their hybrid cgroup
+# layout) and no default ulimits (the sandbox refuses to raise them).
+export CONTAINERS_CONF=$work/containers.conf
+cat >"$CONTAINERS_CONF" <<'EOF'
+[containers]
+default_ulimits = []
+
+[engine]
+runtime = "runc"
+EOF
+podman() { command podman --runtime /usr/sbin/runc "$@"; }
+
+base_image=localhost/loopwatch-base:bookworm
+mapfile -t images < <("$py" "$root/tests/pod/render_pod.py" --images)
+sidecar_image=${images[0]}
+app_image=${images[1]}
+pod=loopwatch-e2e
+pod_yaml=$work/pod.yaml
+sidecar_ctr=$pod-loopwatch
+app_ctr=$pod-app
+
+start_all=$SECONDS
+timings=()
+failures=0
+step_name=
+step() {
+  end_step
+  step_name=$1
+  step_start=$SECONDS
+  printf '\n--- %s  [%s]\n' "$step_name" "$(date +%H:%M:%S)"
+}
+end_step() {
+  [[ -n $step_name ]] || return 0
+  timings+=("$(printf '%-34s %4ss' "$step_name" $((SECONDS - step_start)))")
+  step_name=
+}
+pass() { printf 'PASS  %s\n' "$1"; }
+fail() { printf 'FAIL  %s\n' "$1"; failures=$((failures + 1)); }
+# check DESCRIPTION COMMAND...: PASS or FAIL, never exits.
+check() {
+  local what=$1
+  shift
+  if "$@"; then pass "$what"; else fail "$what"; fi
+}
+die() { fail "$1"; exit 1; }
+
+teardown() {
+  local rc=$?
+  end_step
+  if ((rc != 0 || failures)); then
+    echo
+    echo "--- diagnostics"
+    podman pod ps --filter "name=^$pod\$" 2>/dev/null || true
+    podman ps -a --filter "pod=$pod" --format '{{.Names}}  {{.Status}}' 2>/dev/null || true
+    for ctr in "$sidecar_ctr" "$app_ctr"; do
+      echo "--- last log lines of $ctr"
+      podman logs --tail 30 "$ctr" 2>&1 | cut -c1-600 || true
+    done
+  fi
+  if ((keep)); then
+    echo "--keep: pod $pod left running (podman kube down $pod_yaml)"
+  else
+    remove_pod
+  fi
+  echo
+  echo "--- real-pod test timings"
+  printf '  %s\n' "${timings[@]}"
+  if ((rc == 0 && failures == 0)); then
+    printf 'real-pod test PASSED in %ss\n' $((SECONDS - start_all))
+  else
+    printf 'real-pod test FAILED in %ss (%s failed checks)\n' $((SECONDS - start_all)) "$failures"
+    ((rc != 0)) || rc=1
+  fi
+  exit "$rc"
+}
+trap teardown EXIT
+
+# Removes the pod, its containers and the volumes kube play made for it
+# (the ConfigMap's and the emptyDir's), so no state leaks into the next run.
+remove_pod() {
+  if [[ -f $pod_yaml ]]; then
+    podman kube down "$pod_yaml" >/dev/null 2>&1 || true
+  fi
+  podman pod rm -f "$pod" >/dev/null 2>&1 || true
+  local vol
+  for vol in $(podman volume ls --format '{{.Name}}' 2>/dev/null); do
+    case $vol in orders-loopwatch | loopwatch) podman volume rm -f "$vol" >/dev/null 2>&1 || true ;; esac
+  done
+}
+
+# The first Debian mirror of the machine's apt sources that serves
+# bookworm's main component (deb822 .sources files, then sources.list).
+debian_mirror() {
+  "$py" - <<'EOF'
+import glob, re, sys
+def deb822(path):
+    for para in re.split(r"\n\s*\n", open(path, encoding="utf-8").read()):
+        f = {}
+        for line in para.splitlines():
+            m = re.match(r"([A-Za-z-]+):\s*(.*)", line)
+            if m:
+                f[m.group(1).lower()] = m.group(2).split()
+        if ("deb" in f.get("types", []) and "bookworm" in f.get("suites", [])
+                and "main" in f.get("components", [])):
+            yield from f.get("uris", [])
+def one_line(path):
+    for line in open(path, encoding="utf-8"):
+        w = re.sub(r"\[[^]]*\]", "", line.split("#")[0]).split()
+        if len(w) >= 4 and w[0] == "deb" and w[2] == "bookworm" and "main" in w[3:]:
+            yield w[1]
+for path in sorted(glob.glob("/etc/apt/sources.list.d/*.sources")):
+    for uri in deb822(path):
+        print(uri); sys.exit(0)
+for path in ["/etc/apt/sources.list"] + sorted(glob.glob("/etc/apt/sources.list.d/*.list")):
+    try:
+        for uri in one_line(path):
+            print(uri); sys.exit(0)
+    except FileNotFoundError:
+        pass
+sys.exit("no apt source for bookworm main in /etc/apt")
+EOF
+}
+
+image_size() { podman image inspect --format '{{.Size}}' "$1" | awk '{printf "%.1f MB", $1 / 1e6}'; }
+free_port() { "$py" -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'; }
+
+# http PORT PATH [curl args...]: prints "CODE BODY" (CODE 000 when no answer).
+http() {
+  local port=$1 path=$2
+  shift 2
+  curl -s -m 2 -o "$work/body" -w '%{http_code}' "$@" "http://127.0.0.1:$port$path" >"$work/code" 2>/dev/null || true
+  printf '%s %s\n' "$(cat "$work/code")" "$(cat "$work/body" 2>/dev/null)"
+}
+# wait_code PORT PATH CODE TIMEOUT: polls every 50 ms; prints seconds waited.
+wait_code() {
+  local port=$1 path=$2 want=$3 timeout=$4 t0 out
+  t0=$(date +%s.%N)
+  while :; do
+    out=$(http "$port" "$path")
+    if [[ ${out%% *} == "$want" ]]; then
+      since "$t0"
+      return 0
+    fi
+    if awk -v a="$t0" -v b="$(date +%s.%N)" -v t="$timeout" 'BEGIN {exit !(b - a > t)}'; then
+      echo "timeout; last answer: $out"
+      return 1
+    fi
+    sleep 0.05
+  done
+}
+# Seconds since a `date +%s.%N` timestamp.
+since() { echo "$1 $(date +%s.%N)" | awk '{printf "%.2f", $2 - $1}'; }
+# Host PID of a container's main process.
+host_pid() { podman inspect --format '{{.State.Pid}}' "$1"; }
+# JSON log lines of the sidecar with the given "msg" (prefix match).
+sidecar_log() {
+  podman logs "$sidecar_ctr" 2>&1 | "$py" -c '
+import json, sys
+want = sys.argv[1]
+for line in sys.stdin:
+    try:
+        obj = json.loads(line)
+    except ValueError:
+        continue
+    if obj.get("msg", "").startswith(want):
+        print(json.dumps(obj))' "$1"
+}
+# wait_log MSG COUNT TIMEOUT: until the sidecar has logged MSG COUNT times.
+wait_log() {
+  local msg=$1 count=$2 timeout=$3 deadline=$((SECONDS + $3))
+  while (($(sidecar_log "$msg" | wc -l) < count)); do
+    ((SECONDS < deadline)) || return 1
+    sleep 0.2
+  done
+}
+
+# ---------------------------------------------------------------- images
+step "base image (debootstrap)"
+if ((rebuild_base == 0)) && podman image exists "$base_image"; then
+  echo "reusing $base_image ($(image_size "$base_image")); --rebuild-base makes it again"
+else
+  mirror=$(debian_mirror)
+  echo "debootstrap --variant=minbase bookworm from $mirror"
+  rm -rf "$work/rootfs"
+  debootstrap --variant=minbase bookworm "$work/rootfs" "$mirror" >"$work/debootstrap.log" 2>&1 ||
+    { tail -20 "$work/debootstrap.log"; die "debootstrap failed (log: $work/debootstrap.log)"; }
+  tar -C "$work/rootfs" -c . | podman import - "$base_image" >/dev/null
+  rm -rf "$work/rootfs"
+  echo "imported $base_image ($(image_size "$base_image"))"
+fi
+
+step "sidecar image (Dockerfile)"
+podman build --build-arg BASE_IMAGE="$base_image" -t "$sidecar_image" \
+  -f "$root/Dockerfile" "$root" >"$work/build-sidecar.log" 2>&1 ||
+  { tail -30 "$work/build-sidecar.log"; die "podman build of the sidecar image failed (log: $work/build-sidecar.log)"; }
+sidecar_size=$(image_size "$sidecar_image")
+echo "built $sidecar_image: $sidecar_size"
+
+step "app image (deploy/examples/fastapi)"
+podman build --build-arg BASE_IMAGE="$base_image" -t "$app_image" \
+  -f "$root/deploy/examples/fastapi/Dockerfile" "$root" >"$work/build-app.log" 2>&1 ||
+  { tail -30 "$work/build-app.log"; die "podman build of the app image failed (log: $work/build-app.log)"; }
+echo "built $app_image: $(image_size "$app_image")"
+
+# ---------------------------------------------------------------- the pod
+step "podman kube play"
+remove_pod
+lw_port=$(free_port)
+app_port=$(free_port)
+# The blocking endpoints hold the loop 8 s (stall_after is 5 s in the
+# example's ConfigMap), so each stall is seen and ends within the test.
+"$py" "$root/tests/pod/render_pod.py" --name "$pod" --sidecar-port "$lw_port" --app-port "$app_port" \
+  --env BILLING_LATENCY_SECONDS=8 --env EXPORT_SECONDS=8 >"$pod_yaml"
+# kube play turns httpGet probes into podman healthchecks, which need
+# systemd timers; without systemd it says so on stderr and goes on. The
+# kubelet's part (acting on the probes) is not podman's to play here: the
+# checks below query the probe endpoints themselves.
+podman kube play "$pod_yaml" >"$work/play.log" 2>&1 ||
+  { cat "$work/play.log"; die "podman kube play failed"; }
+grep -v 'systemd connection' "$work/play.log" || true
+
+# ---------------------------------------------------------------- checks
+step "start-up probes"
+if t=$(wait_code "$lw_port" /startupz 200 60); then
+  pass "/startupz 200, ${t}s after kube play"
+else
+  die "/startupz never 200: $t"
+fi
+out=$(http "$lw_port" /livez)
+check "/livez 200 with one live loop ($out)" [ "$out" = "200 ok: 1 loops, 1 live" ]
+out=$(http "$app_port" /health)
+check "the app answers on its own port ($out)" [ "${out%% *}" = 200 ]
+status=$(podman exec "$sidecar_ctr" loopwatch status 2>&1 || true)
+printf '%s\n' "$status" | sed 's/^/  /'
+check "\`loopwatch status\` in the sidecar container lists the live loop" \
+  grep -Eq ' uvicorn-1 +asyncio +1 +live ' <<<"$status"
+
+step "security of both containers"
+lw_pid=$(host_pid "$sidecar_ctr")
+app_pid=$(host_pid "$app_ctr")
+for ctr in "$sidecar_ctr" "$app_ctr"; do
+  pid=$(host_pid "$ctr")
+  status=$(cat "/proc/$pid/status")
+  check "$ctr runs as uid and gid 65532" \
+    grep -Eq $'^Uid:\t65532\t65532\t65532\t65532$' <<<"$status"
+  grep -Eq $'^Gid:\t65532\t65532\t65532\t65532$' <<<"$status" || fail "$ctr gid is not 65532"
+  check "$ctr has no capabilities (effective, permitted, bounding)" \
+    "$py" -c 'import sys; s = dict(l.split(":\t") for l in sys.argv[1].splitlines() if ":\t" in l); sys.exit(any(int(s[k], 16) for k in ("CapEff", "CapPrm", "CapBnd")))' "$status"
+  check "$ctr has no_new_privs and a seccomp filter" \
+    grep -Pzq 'NoNewPrivs:\t1\n(.*\n)*Seccomp:\t2\n' <<<"$status"
+  check "$ctr's root filesystem is mounted read-only" \
+    awk '$5 == "/" { split($6, o, ","); ro = (o[1] == "ro") } END { exit !ro }' "/proc/$pid/mountinfo"
+done
+
+step "one segment across two namespaces"
+check "separate PID namespaces" [ "$(readlink /proc/$lw_pid/ns/pid)" != "$(readlink /proc/$app_pid/ns/pid)" ]
+check "separate mount namespaces" [ "$(readlink /proc/$lw_pid/ns/mnt)" != "$(readlink /proc/$app_pid/ns/mnt)" ]
+seg_lw=$(stat -c '%d:%i' "/proc/$lw_pid/root/run/loopwatch/segment")
+seg_app=$(stat -c '%d:%i' "/proc/$app_pid/root/run/loopwatch/segment")
+check "both containers map the same segment file ($seg_lw)" [ "$seg_lw" = "$seg_app" ]
+echo "the volume at /run/loopwatch in the app: $(awk '$5 == "/run/loopwatch" {print $9, $10}' "/proc/$app_pid/mountinfo")"
+appeared=$(sidecar_log "loop appeared" | head -1)
+[[ -n $appeared ]] || appeared='{}'
+echo "sidecar: $appeared"
+# The pid in the slot is the app's own-namespace pid (the runner execs
+# uvicorn as the container's first process); the host pid differs, and the
+# sidecar cannot see the app's /proc either way.
+check "the sidecar sees the app's loop under the app's own PID (1, host PID $app_pid)" \
+  "$py" -c 'import json, sys; o = json.loads(sys.argv[1]); sys.exit(not (o["pid"] == 1 and o["kind"] == "asyncio"))' "$appeared"
+
+step "a blocking call freezes the loop"
+called=$(date +%s.%N)
+curl -s -m 30 -o "$work/invoice.out" -w '%{http_code}' -X POST "http://127.0.0.1:$app_port/orders/42/invoice" \
+  >"$work/invoice.code" 2>/dev/null &
+invoice=$!
+sleep 0.5
+out=$(http "$app_port" /health)
+check "the app's own /health does not answer while its loop is blocked (${out%% *})" [ "${out%% *}" = 000 ]
+if t=$(wait_code "$lw_port" /livez 503 10); then
+  pass "/livez 503, $(since "$called")s after the call (stall_after 5s)"
+else
+  fail "/livez never 503: $t"
+fi
+out=$(http "$lw_port" /livez)
+check "/livez says why: $out" grep -Eq '^503 loop uvicorn-1 stalled [0-9.]+s \(blocked in clock_nanosleep\)$' <<<"$out"
+out=$(http "$lw_port" /readyz)
+check "/readyz 503 too (${out%% *})" [ "${out%% *}" = 503 ]
+check "the sidecar logs the stall report" wait_log "stall report" 1 5
+report=$(sidecar_log "stall report" | head -1)
+[[ -n $report ]] || report='{}'
+check "the report: class blocked, in clock_nanosleep, stack down to app.py's create_invoice, request in flight" \
+  "$py" -c '
+import json, sys
+r = json.loads(sys.argv[1])
+stack = r.get("stack", "")
+print("  report:", {k: r.get(k) for k in ("loop", "class", "syscall", "wchan", "silent_seconds")})
+print("  stack:", "\n         ".join(stack.splitlines()[:8]))
+ok = (r.get("class") == "blocked" and r.get("syscall") == "clock_nanosleep"
+      and "/app/app.py" in stack and "create_invoice" in stack
+      and "POST /orders/42/invoice" in stack)
+sys.exit(not ok)' "$report"
+wait "$invoice" || true
+check "the blocked request completes ($(cat "$work/invoice.code"))" [ "$(cat "$work/invoice.code")" = 200 ]
+if t=$(wait_code "$lw_port" /livez 200 5); then pass "/livez 200 again"; else fail "/livez stays failing: $t"; fi
+check "the sidecar logs the end of the stall" wait_log "stall ended" 1 5
+
+step "a CPU-bound call freezes the loop"
+curl -s -m 30 -o /dev/null "http://127.0.0.1:$app_port/orders/41/export" &
+export_req=$!
+check "the sidecar logs a second stall report" wait_log "stall report" 2 15
+report=$(sidecar_log "stall report" | sed -n 2p)
+[[ -n $report ]] || report='{}'
+check "its class is cpu, the stack in render_export" \
+  "$py" -c 'import json, sys; r = json.loads(sys.argv[1]); print("  report:", r.get("class"), r.get("loop_cpu_seconds"), "s CPU"); sys.exit(not (r.get("class") == "cpu" and "render_export" in r.get("stack", "")))' "$report"
+wait "$export_req" || true
+check "the sidecar logs the end of the second stall" wait_log "stall ended" 2 10
+
+step "the app process killed"
+kill -KILL "$app_pid"
+check "the sidecar logs the loop as died" wait_log "loop died" 1 10
+died=$(sidecar_log "loop died" | head -1)
+echo "sidecar: $died"
+out=$(curl -s -m 2 -H 'Accept: application/json' "http://127.0.0.1:$lw_port/livez" || true)
+[[ -n $out ]] || out='{}'
+check "/livez lists the killed loop as dead" \
+  "$py" -c 'import json, sys; d = json.loads(sys.argv[1]); sys.exit(not any(l["state"] == "dead" for l in d["loops"]))' "$out"
+# restartPolicy Always: podman starts the app again, as the kubelet would.
+check "the restarted app's loop appears in a new slot" wait_log "loop appeared" 2 30
+if t=$(wait_code "$lw_port" /livez 200 10); then pass "/livez 200 with the new loop"; else fail "/livez: $t"; fi
+metrics=$(curl -s -m 2 "http://127.0.0.1:$lw_port/metrics" || true)
+check "/metrics counts the death and both stalls" "$py" -c '
+import re, sys
+m = sys.argv[1]
+def v(pat):
+    x = re.search("^" + pat + r" ([0-9.e+]+)$", m, re.M)
+    return float(x.group(1)) if x else 0.0
+got = (v("loopwatch_loop_deaths_total"), v(r"loopwatch_stalls_total\{class=\"blocked\"\}"),
+       v(r"loopwatch_stalls_total\{class=\"cpu\"\}"))
+print("  deaths, blocked stalls, cpu stalls:", got)
+sys.exit(got != (1.0, 1.0, 1.0))' "$metrics"
+
+end_step
+((failures == 0)) || exit 1
