@@ -329,6 +329,10 @@ async function checkYamlFile(abs, run, covered) {
         addError(rec, locate(["kind"]), label, "a kustomize file must be named kustomization.yaml");
         continue;
       }
+      // A strategic-merge patch may carry directives ($patch: replace, ...)
+      // that are not fields of the object; the rendered output is checked
+      // without them anyway.
+      if (covered) stripPatchDirectives(obj);
       await checkObject(obj, { rec, label, locate, run, form, partial: !!covered, sidecarRequired: sidecarRequired(rec.file) });
       rec.notes.push(`${obj.kind} ${obj.metadata?.name ?? ""}`.trim());
       continue;
@@ -346,6 +350,22 @@ async function checkYamlFile(abs, run, covered) {
   }
   if (n === 0) addError(rec, null, null, "no YAML documents");
   if (covered) rec.notes.unshift(covered);
+}
+
+// Removes strategic-merge patch directives from a patch, in place.
+function stripPatchDirectives(v) {
+  if (Array.isArray(v)) {
+    v.forEach(stripPatchDirectives);
+  } else if (v && typeof v === "object") {
+    for (const k of Object.keys(v)) {
+      if (k === "$patch" || k === "$retainKeys" || k.startsWith("$setElementOrder/") ||
+          k.startsWith("$deleteFromPrimitiveList/")) {
+        delete v[k];
+      } else {
+        stripPatchDirectives(v[k]);
+      }
+    }
+  }
 }
 
 async function checkFragment(frag, opts) {
@@ -397,6 +417,12 @@ function harnessDeployment() {
               name: "app",
               image: "test/app:1",
               ports: [{ name: "http", containerPort: 8000 }],
+              // The app's own probes, as most apps have them: a component
+              // must replace them, not merge into them (two handlers, or a
+              // leftover scheme or host, would break the sidecar's probes).
+              livenessProbe: { exec: { command: ["/bin/true"] }, periodSeconds: 30 },
+              readinessProbe: { tcpSocket: { port: 8000 } },
+              startupProbe: { httpGet: { path: "/health", port: "http", scheme: "HTTPS" } },
               securityContext: structuredClone(RESTRICTED_SC),
             },
           ],

@@ -118,7 +118,7 @@ export function checkRestricted(ps, podMeta) {
       err(sc.seccompProfile ? at("seccompProfile") : where,
         `${label}: seccompProfile.type must be RuntimeDefault or Localhost (in the container's or the pod's securityContext), is ${seccomp ?? "unset"}`);
     if (sc.readOnlyRootFilesystem !== true)
-      err(sc.readOnlyRootFilesystem !== undefined ? at("readOnlyRootFilesystem") : where, `${label}: readOnlyRootFilesystem must be true`);
+      err(sc.readOnlyRootFilesystem !== undefined ? at("readOnlyRootFilesystem") : where, `${label}: readOnlyRootFilesystem must be true (our policy; the "restricted" standard does not ask it)`);
     if (sc.privileged === true) err(at("privileged"), `${label}: privileged is not allowed`);
     if (sc.procMount !== undefined && sc.procMount !== "Default") err(at("procMount"), `${label}: procMount must be Default`);
     if (sc.windowsOptions?.hostProcess === true) err(at("windowsOptions"), `${label}: hostProcess is not allowed`);
