@@ -12,7 +12,10 @@ the test needs it:
   same pod; the native form is checked by schema validation);
 - containers publish their ports on 127.0.0.1 host ports, so the test can
   reach the probes and the app;
-- env overrides given with --env NAME=VALUE are set in the app container.
+- env overrides given with --env NAME=VALUE are set in the app container;
+- the pod's volumes and the ConfigMap get the pod's name as a prefix,
+  since kube play makes podman volumes of them, so the test can remove
+  exactly its own.
 
 The ConfigMap the pod mounts is emitted in the same file, as kube play
 expects.
@@ -52,6 +55,18 @@ def render(name, sidecar_port, app_port, env):
     for c in sidecars:
         del c["restartPolicy"]
     spec["containers"] = spec["containers"] + sidecars
+
+    renamed = {cm["metadata"]["name"]: "%s-%s" % (name, cm["metadata"]["name"]) for cm in configmaps}
+    for cm in configmaps:
+        cm["metadata"]["name"] = renamed[cm["metadata"]["name"]]
+    volumes = {v["name"]: "%s-%s" % (name, v["name"]) for v in spec.get("volumes", [])}
+    for v in spec.get("volumes", []):
+        v["name"] = volumes[v["name"]]
+        if "configMap" in v:
+            v["configMap"]["name"] = renamed[v["configMap"]["name"]]
+    for c in spec["containers"] + spec.get("initContainers", []):
+        for m in c.get("volumeMounts", []):
+            m["name"] = volumes[m["name"]]
 
     host_ports = {9321: sidecar_port, 8000: app_port}
     for c in spec["containers"]:

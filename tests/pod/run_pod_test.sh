@@ -148,7 +148,9 @@ remove_pod() {
   podman pod rm -f "$pod" >/dev/null 2>&1 || true
   local vol
   for vol in $(podman volume ls --format '{{.Name}}' 2>/dev/null); do
-    case $vol in orders-loopwatch | loopwatch) podman volume rm -f "$vol" >/dev/null 2>&1 || true ;; esac
+    # render_pod.py gives the pod's volumes and ConfigMap the pod's name
+    # as a prefix: only those are removed.
+    case $vol in "$pod"-*) podman volume rm -f "$vol" >/dev/null 2>&1 || true ;; esac
   done
 }
 
@@ -192,6 +194,7 @@ free_port() { "$py" -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1",
 http() {
   local port=$1 path=$2
   shift 2
+  rm -f "$work/body"
   curl -s -m 2 -o "$work/body" -w '%{http_code}' "$@" "http://127.0.0.1:$port$path" >"$work/code" 2>/dev/null || true
   printf '%s %s\n' "$(cat "$work/code")" "$(cat "$work/body" 2>/dev/null)"
 }
@@ -271,6 +274,7 @@ step "podman kube play"
 remove_pod
 lw_port=$(free_port)
 app_port=$(free_port)
+while [[ $app_port == "$lw_port" ]]; do app_port=$(free_port); done
 # The blocking endpoints hold the loop 8 s (stall_after is 5 s in the
 # example's ConfigMap), so each stall is seen and ends within the test.
 "$py" "$root/tests/pod/render_pod.py" --name "$pod" --sidecar-port "$lw_port" --app-port "$app_port" \
@@ -321,7 +325,14 @@ check "separate PID namespaces" [ "$(readlink /proc/$lw_pid/ns/pid)" != "$(readl
 check "separate mount namespaces" [ "$(readlink /proc/$lw_pid/ns/mnt)" != "$(readlink /proc/$app_pid/ns/mnt)" ]
 seg_lw=$(stat -c '%d:%i' "/proc/$lw_pid/root/run/loopwatch/segment")
 seg_app=$(stat -c '%d:%i' "/proc/$app_pid/root/run/loopwatch/segment")
-check "both containers map the same segment file ($seg_lw)" [ "$seg_lw" = "$seg_app" ]
+check "both containers see the same segment file ($seg_lw)" [ "$seg_lw" = "$seg_app" ]
+# /proc/PID/maps: address perms offset dev inode path. The app maps the
+# segment read-write, the sidecar read-only, both the same inode.
+seg_ino=${seg_lw#*:}
+maps_lw=$(awk -v ino="$seg_ino" '$5 == ino && $6 == "/run/loopwatch/segment" {print $2}' "/proc/$lw_pid/maps" | sort -u | tr '\n' ' ')
+maps_app=$(awk -v ino="$seg_ino" '$5 == ino && $6 == "/run/loopwatch/segment" {print $2}' "/proc/$app_pid/maps" | sort -u | tr '\n' ' ')
+check "the app maps that inode read-write (${maps_app:-not mapped})" grep -q '^rw.s' <<<"$maps_app"
+check "the sidecar maps it read-only (${maps_lw:-not mapped})" [ "$maps_lw" = "r--s " ]
 echo "the volume at /run/loopwatch in the app: $(awk '$5 == "/run/loopwatch" {print $9, $10}' "/proc/$app_pid/mountinfo")"
 appeared=$(sidecar_log "loop appeared" | head -1)
 [[ -n $appeared ]] || appeared='{}'
@@ -340,8 +351,12 @@ invoice=$!
 sleep 0.5
 out=$(http "$app_port" /health)
 check "the app's own /health does not answer while its loop is blocked (${out%% *})" [ "${out%% *}" = 000 ]
+# Not before stall_after (a /livez failing on lag alone would be wrong),
+# and no later than stall_after + poll_interval + a margin.
 if t=$(wait_code "$lw_port" /livez 503 10); then
-  pass "/livez 503, $(since "$called")s after the call (stall_after 5s)"
+  after=$(since "$called")
+  check "/livez 503, ${after}s after the call (stall_after 5s, poll 100ms)" \
+    awk -v t="$after" 'BEGIN {exit !(t >= 4.9 && t <= 6.6)}'
 else
   fail "/livez never 503: $t"
 fi
@@ -380,6 +395,9 @@ wait "$export_req" || true
 check "the sidecar logs the end of the second stall" wait_log "stall ended" 2 10
 
 step "the app process killed"
+# The app's host pid, read again now: it must still be the app's process.
+app_pid=$(host_pid "$app_ctr")
+[[ $app_pid =~ ^[1-9][0-9]*$ ]] || die "no pid for $app_ctr: '$app_pid'"
 kill -KILL "$app_pid"
 check "the sidecar logs the loop as died" wait_log "loop died" 1 10
 died=$(sidecar_log "loop died" | head -1)
@@ -389,7 +407,9 @@ out=$(curl -s -m 2 -H 'Accept: application/json' "http://127.0.0.1:$lw_port/live
 check "/livez lists the killed loop as dead" \
   "$py" -c 'import json, sys; d = json.loads(sys.argv[1]); sys.exit(not any(l["state"] == "dead" for l in d["loops"]))' "$out"
 # restartPolicy Always: podman starts the app again, as the kubelet would.
-check "the restarted app's loop appears in a new slot" wait_log "loop appeared" 2 30
+check "the restarted app's loop appears" wait_log "loop appeared" 2 30
+slots=$(sidecar_log "loop appeared" | "$py" -c 'import json, sys; print(" ".join(str(json.loads(l)["slot"]) for l in sys.stdin))')
+check "in a new slot (slots: $slots)" "$py" -c 'import sys; s = sys.argv[1].split(); sys.exit(not (len(s) == 2 and s[0] != s[1]))' "$slots"
 if t=$(wait_code "$lw_port" /livez 200 10); then pass "/livez 200 with the new loop"; else fail "/livez: $t"; fi
 metrics=$(curl -s -m 2 "http://127.0.0.1:$lw_port/metrics" || true)
 check "/metrics counts the death and both stalls" "$py" -c '
