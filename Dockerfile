@@ -1,4 +1,3 @@
-# syntax=docker/dockerfile:1
 # The loopwatch sidecar image.
 #
 #   podman build -t loopwatch:0.1.0 .         (or docker build)
@@ -37,8 +36,12 @@ RUN set -eu; \
     libs=$(ldd /build/sidecar/loopwatch | awk '$2 == "=>" && $3 ~ /^\// {print $3} $1 ~ /^\// {print $1}' | sort -u); \
     for lib in $libs; do \
       cp --parents -L "$lib" /rootfs/; \
-      pkg=$(dpkg -S "$(readlink -f "$lib")" 2>/dev/null | head -n1 | cut -d: -f1) || pkg=; \
-      if [ -z "$pkg" ]; then pkg=$(dpkg -S "$lib" | head -n1 | cut -d: -f1); fi; \
+      pkg=; \
+      for f in "$lib" "$(readlink -f "$lib")" "/usr${lib#/usr}" "${lib#/usr}"; do \
+        pkg=$(dpkg -S "$f" 2>/dev/null | head -n1 | cut -d: -f1); \
+        [ -z "$pkg" ] || break; \
+      done; \
+      [ -n "$pkg" ] || { echo "no Debian package owns $lib" >&2; exit 1; }; \
       mkdir -p "/rootfs/usr/share/doc/$pkg"; \
       cp -L "/usr/share/doc/$pkg/copyright" "/rootfs/usr/share/doc/$pkg/copyright"; \
     done; \
