@@ -469,9 +469,7 @@ void Health::EndStall(Track* t, int64_t end_ns, std::vector<Event>* events) {
   // The duration goes under the class the stall was counted as, even if a
   // late report changed it since: per class, the histogram's count then
   // matches loopwatch_stalls_total (a counter cannot move a stall over).
-  StallRecord counted = v.stall;
-  counted.stall_class = t->counted_class;
-  ObserveStallDuration(counted);
+  ObserveStallDuration(t->counted_class, v.stall.duration_ns);
   events->push_back({Event::Kind::kStallEnded, v, v.stall, ""});
   RememberStall(v.stall);
 }
@@ -487,9 +485,9 @@ void Health::RememberStall(const StallRecord& s) {
   totals_.recent_stalls.push_back(s);
 }
 
-void Health::ObserveStallDuration(const StallRecord& s) {
-  double secs = double(s.duration_ns) / kNsPerSec;
-  StallDurationHistogram& h = stall_duration_[int(s.stall_class)];
+void Health::ObserveStallDuration(StallClass c, int64_t duration_ns) {
+  double secs = double(duration_ns) / kNsPerSec;
+  StallDurationHistogram& h = stall_duration_[int(c)];
   for (size_t i = 0; i < kStallDurationBounds.size(); i++) {
     if (secs <= kStallDurationBounds[i]) {
       h.bucket[i]++;

@@ -152,7 +152,7 @@ class Health {
  private:
   struct Track;
   void Judge(View* v, int64_t now_ns) const;
-  void ObserveStallDuration(const StallRecord& s);
+  void ObserveStallDuration(StallClass c, int64_t duration_ns);
   void EndStall(Track* t, int64_t end_ns, std::vector<Event>* events);
   // Adds or updates a stall in the bounded history for /debug/stalls.
   void RememberStall(const StallRecord& s);
