@@ -20,6 +20,10 @@ def core_version():
     return ".".join(parts)
 
 
+# The C core: the same files as libloopwatch (lib/CMakeLists.txt).
+CORE_SOURCES = ["duration.c", "loopwatch.c", "segment.c", "syscall_names.c", "watchdog.c"]
+
+
 def rel(*parts):
     # Relative to setup.py, which setuptools wants for sources.
     return os.path.relpath(os.path.join(*parts), HERE)
@@ -31,9 +35,8 @@ if not os.path.isfile(os.path.join(LIB, "src", "loopwatch.c")):
 
 native = Extension(
     "loopwatch._native",
-    sources=[rel("src", "_native.c"),
-             rel(LIB, "src", "loopwatch.c"),
-             rel(LIB, "src", "syscall_names.c")],
+    sources=[rel("src", "_native.c")] +
+            [rel(LIB, "src", c) for c in CORE_SOURCES],
     include_dirs=[rel(LIB, "include"), rel(LIB, "src")],
     # The core's symbols stay inside this module: it may share a process
     # with a libloopwatch.so that another extension loaded.

@@ -14,12 +14,11 @@
 #include <utility>
 
 #include "loopwatch/loopwatch.h"
-#include "segment_internal.h"
+#include "segment.h"
+#include "segment_access.h"
 
 namespace loopwatch {
 namespace {
-
-constexpr int kSeqlockTries = 64;
 
 // ---- SIGBUS guard --------------------------------------------------------
 //
@@ -88,23 +87,10 @@ T Load(const T* p, int order = __ATOMIC_RELAXED) {
   return __atomic_load_n(p, order);
 }
 
-// Copies a NUL-padded string field word by word and bounds it.
-void LoadString(char* dst, const char* src, size_t size) {
-  for (size_t off = 0; off < size; off += 8) {
-    uint64_t w = __atomic_load_n(
-        reinterpret_cast<const uint64_t*>(src + off), __ATOMIC_RELAXED);
-    memcpy(dst + off, &w, 8);
-  }
-  dst[size - 1] = '\0';
-}
-
+// Copies `len` bytes of report text (the whole words that hold them).
 void LoadText(std::string* dst, const char* src, uint32_t len) {
   dst->resize((len + 7) / 8 * 8);
-  for (size_t off = 0; off < dst->size(); off += 8) {
-    uint64_t w = __atomic_load_n(
-        reinterpret_cast<const uint64_t*>(src + off), __ATOMIC_RELAXED);
-    memcpy(&(*dst)[off], &w, 8);
-  }
+  lw_load_words(dst->data(), src, dst->size() / 8);
   dst->resize(len);
 }
 
@@ -320,24 +306,23 @@ bool SegmentReader::ReadSlot(uint32_t index, SlotSnapshot* out) {
       base_ + LW_SEG_HEADER_SIZE + static_cast<size_t>(index) * LW_SEG_SLOT_SIZE);
 
   // Identity, guarded by the generation.
-  bool ok = false;
-  for (int t = 0; t < kSeqlockTries && !ok; t++) {
-    uint32_t g1 = Load(&s->generation, __ATOMIC_ACQUIRE);
-    out->generation = g1;
-    out->claiming = (g1 & 1u) != 0;
-    out->state = Load(&s->state);
-    out->pid = Load(&s->pid);
-    out->tid = Load(&s->tid);
-    out->claim_token = Load(&s->claim_token);
-    out->opened_ns = Load(&s->opened_ns);
-    out->interval_ns = Load(&s->interval_ns);
-    out->report_after_ns = Load(&s->report_after_ns);
-    LoadString(out->name, s->name, sizeof out->name);
-    LoadString(out->kind, s->kind, sizeof out->kind);
-    __atomic_thread_fence(__ATOMIC_ACQUIRE);
-    ok = Load(&s->generation) == g1;
+  if (!LwSeqlockRead(lw_generation_read, &s->generation, [&](uint64_t g) {
+        out->generation = uint32_t(g);
+        out->state = Load(&s->state);
+        out->pid = Load(&s->pid);
+        out->tid = Load(&s->tid);
+        out->claim_token = Load(&s->claim_token);
+        out->opened_ns = Load(&s->opened_ns);
+        out->interval_ns = Load(&s->interval_ns);
+        out->report_after_ns = Load(&s->report_after_ns);
+        lw_load_field(out->name, s->name, sizeof out->name);
+        lw_load_field(out->kind, s->kind, sizeof out->kind);
+      })) {
+    // Never settled, or a claim under way (odd generation).
+    out->claiming = (Load(&s->generation) & 1u) != 0;
+    return false;
   }
-  if (!ok || out->claiming) return false;
+  out->claiming = false;
   if (out->state > LW_SLOT_CLOSED) return false;
   if (out->state == LW_SLOT_FREE) {
     uint32_t gen = out->generation;
@@ -349,60 +334,48 @@ bool SegmentReader::ReadSlot(uint32_t index, SlotSnapshot* out) {
     return true;
   }
 
-  ok = false;
-  for (int t = 0; t < kSeqlockTries && !ok; t++) {
-    uint64_t s1 = Load(&s->beat_seq, __ATOMIC_ACQUIRE);
-    if (s1 & 1u) continue;
-    out->beat_count = Load(&s->beat_count);
-    out->last_beat_ns = Load(&s->last_beat_ns);
-    out->lag_max_ns = Load(&s->lag_max_ns);
-    out->lag_sum_ns = Load(&s->lag_sum_ns);
-    out->lag_count = Load(&s->lag_count);
-    for (uint32_t b = 0; b < LW_LAG_BUCKETS; b++) {
-      out->lag_bucket[b] = Load(&s->lag_bucket[b]);
-    }
-    __atomic_thread_fence(__ATOMIC_ACQUIRE);
-    ok = Load(&s->beat_seq) == s1;
+  if (!LwSeqlockRead(lw_seqlock_read, &s->beat_seq, [&](uint64_t) {
+        out->beat_count = Load(&s->beat_count);
+        out->last_beat_ns = Load(&s->last_beat_ns);
+        out->lag_max_ns = Load(&s->lag_max_ns);
+        out->lag_sum_ns = Load(&s->lag_sum_ns);
+        out->lag_count = Load(&s->lag_count);
+        lw_load_words(out->lag_bucket, s->lag_bucket, LW_LAG_BUCKETS);
+      })) {
+    return false;
   }
-  if (!ok) return false;
 
   out->ready = Load(&s->ready, __ATOMIC_ACQUIRE) != 0;
-  ok = false;
-  for (int t = 0; t < kSeqlockTries && !ok; t++) {
-    uint64_t s1 = Load(&s->activity_seq, __ATOMIC_ACQUIRE);
-    if (s1 & 1u) continue;
-    LoadString(out->activity, s->activity, sizeof out->activity);
-    __atomic_thread_fence(__ATOMIC_ACQUIRE);
-    ok = Load(&s->activity_seq) == s1;
+  if (!LwSeqlockRead(lw_seqlock_read, &s->activity_seq, [&](uint64_t) {
+        lw_load_field(out->activity, s->activity, sizeof out->activity);
+      })) {
+    out->activity[0] = '\0';
   }
-  if (!ok) out->activity[0] = '\0';
 
   ReportSnapshot& r = out->report;
   uint64_t prev_seq = r.seq;
-  ok = false;
-  for (int t = 0; t < kSeqlockTries && !ok; t++) {
-    uint64_t s1 = Load(&s->report_seq, __ATOMIC_ACQUIRE);
-    if (s1 & 1u) continue;
-    r.seq = s1;
-    r.stall_count = Load(&s->stall_count);
-    r.stall_start_ns = Load(&s->stall_start_ns);
-    r.stall_end_ns = Load(&s->stall_end_ns);
-    r.updated_ns = Load(&s->report_updated_ns);
-    r.loop_cpu_ns = Load(&s->loop_cpu_ns);
-    r.state = Load(&s->report_state);
-    r.stall_class = Load(&s->stall_class);
-    r.syscall_nr = Load(&s->syscall_nr);
-    LoadString(r.syscall_name, s->syscall_name, sizeof r.syscall_name);
-    LoadString(r.wchan, s->wchan, sizeof r.wchan);
-    LoadString(r.activity, s->report_activity, sizeof r.activity);
-    uint32_t len = Load(&s->text_len);
-    if (len > LW_REPORT_TEXT_SIZE - 1) len = LW_REPORT_TEXT_SIZE - 1;
-    if (s1 != prev_seq || r.text.size() != len) LoadText(&r.text, s->text, len);
-    __atomic_thread_fence(__ATOMIC_ACQUIRE);
-    ok = Load(&s->report_seq) == s1;
-    prev_seq = ~s1;  // a retry must copy the text again
+  if (!LwSeqlockRead(lw_seqlock_read, &s->report_seq, [&](uint64_t seq) {
+        r.seq = seq;
+        r.stall_count = Load(&s->stall_count);
+        r.stall_start_ns = Load(&s->stall_start_ns);
+        r.stall_end_ns = Load(&s->stall_end_ns);
+        r.updated_ns = Load(&s->report_updated_ns);
+        r.loop_cpu_ns = Load(&s->loop_cpu_ns);
+        r.state = Load(&s->report_state);
+        r.stall_class = Load(&s->stall_class);
+        r.syscall_nr = Load(&s->syscall_nr);
+        lw_load_field(r.syscall_name, s->syscall_name, sizeof r.syscall_name);
+        lw_load_field(r.wchan, s->wchan, sizeof r.wchan);
+        lw_load_field(r.activity, s->report_activity, sizeof r.activity);
+        uint32_t len = Load(&s->text_len);
+        if (len > LW_REPORT_TEXT_SIZE - 1) len = LW_REPORT_TEXT_SIZE - 1;
+        // The text is copied only when the report changed since the
+        // caller's snapshot; a retry copies it again.
+        if (seq != prev_seq || r.text.size() != len) LoadText(&r.text, s->text, len);
+        prev_seq = ~seq;
+      })) {
+    return false;
   }
-  if (!ok) return false;
   if (r.state > LW_REPORT_CLOSED) r.state = LW_REPORT_NONE;
   if (r.stall_class > LW_CLASS_BLOCKED) r.stall_class = LW_CLASS_UNKNOWN;
   const bool beat_since = prev_valid && prev_alive == 1 &&

@@ -258,7 +258,7 @@ static void test_errors(void) {
   /* Bad environment, each named in the message. */
   setenv("LOOPWATCH_REPORT_AFTER", "fast", 1);
   expect_open_error("x", NULL, 100000000, -EINVAL, "LOOPWATCH_REPORT_AFTER");
-  setenv("LOOPWATCH_REPORT_AFTER", "0s", 1);
+  setenv("LOOPWATCH_REPORT_AFTER", "61m", 1); /* over an hour */
   expect_open_error("x", NULL, 100000000, -EINVAL, "LOOPWATCH_REPORT_AFTER");
   unsetenv("LOOPWATCH_REPORT_AFTER");
   const char *bad_slots[] = {"abc", "0", "1025", "-3", "4x"};

@@ -1,8 +1,11 @@
 /* SPDX-License-Identifier: Apache-2.0 */
-/* Internal to the project: shared by libloopwatch and the sidecar's reader,
- * not exported from the shared library. */
-#ifndef LOOPWATCH_SEGMENT_INTERNAL_H_
-#define LOOPWATCH_SEGMENT_INTERNAL_H_
+/*
+ * segment.h: opening and creating the segment file, shared by libloopwatch
+ * and the sidecar's reader (which may come first and create it). Internal to
+ * the project, not exported from the shared library.
+ */
+#ifndef LOOPWATCH_SEGMENT_H_
+#define LOOPWATCH_SEGMENT_H_
 
 #include <stddef.h>
 #include <stdint.h>
@@ -25,8 +28,12 @@ struct lw_seg_map {
 int lw_internal_segment_open(const char *path, uint32_t want_slots,
                              struct lw_seg_map *out);
 
+/* Takes (F_WRLCK) or drops (F_UNLCK) the OFD lock on one byte of the file,
+ * without waiting: 0 or -errno (-EAGAIN: another description holds it). */
+int lw_internal_lock_byte(int fd, uint64_t byte, short type);
+
 #ifdef __cplusplus
 }
 #endif
 
-#endif  /* LOOPWATCH_SEGMENT_INTERNAL_H_ */
+#endif  /* LOOPWATCH_SEGMENT_H_ */

@@ -1,0 +1,93 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/*
+ * loopwatch_internal.h: what the library's own files share: the loop handle,
+ * the process-wide state and the watchdog's entry points. loopwatch.c owns
+ * the state and the public API; watchdog.c the watchdog thread and the stall
+ * reports. Nothing here is exported.
+ */
+#ifndef LOOPWATCH_INTERNAL_H_
+#define LOOPWATCH_INTERNAL_H_
+
+#include <pthread.h>
+#include <stdint.h>
+#include <sys/types.h>
+
+#include "loopwatch/loopwatch.h"
+#include "segment_layout.h"
+
+struct lw_loop {
+  /* Hot: used by lw_beat on the loop thread. slot is NULL in a forked child. */
+  lw_seg_slot_t *slot;
+  uint64_t interval_ns;
+  uint64_t beat_seq; /* last published value of slot->beat_seq */
+  uint64_t beat_count;
+  uint64_t last_beat_ns;
+  uint64_t lag_max_ns;
+  uint64_t lag_sum_ns;
+  uint64_t lag_count;
+  uint64_t lag_bucket[LW_LAG_BUCKETS];
+  uint64_t activity_seq;
+
+  /* Cold: identity and watchdog state, under lw_proc.mu. */
+  int index;
+  pid_t tid;
+  pid_t pid;
+  uint64_t opened_ns;
+  uint64_t report_after_ns;
+  lw_report_hook_fn hook;
+  void *hook_user;
+  int orphan;  /* inherited through fork(): inert */
+  int wd_busy; /* the watchdog runs this loop's hook without lw_proc.mu */
+  uint64_t wd_seen_count;
+  uint64_t wd_seen_wall_ns;
+  int64_t wd_seen_cpu_ns; /* -1: thread CPU clock unreadable */
+  int stall_open;
+  int hook_pending; /* report opened; the hook has not run yet */
+  uint64_t report_seq;
+  uint64_t stall_count;
+  uint64_t stall_start_ns;
+  struct lw_loop *next;
+};
+
+/* The process-wide state, guarded by mu: the segment mapping, the open
+ * loops, the slots this process owns, the watchdog thread. lw_beat() never
+ * touches it. */
+struct lw_process {
+  pthread_mutex_t mu;
+  pthread_cond_t cond; /* CLOCK_MONOTONIC; watchdog wake-ups, hook done */
+  int cond_ready;
+  int atfork_registered;
+  int fd;
+  char path[4096];
+  uint8_t *base;
+  size_t map_size;
+  uint32_t slot_count;
+  uint8_t owned[LW_SEG_MAX_SLOTS];
+  struct lw_loop *loops;
+  int nloops;
+  pthread_t wd_thread;
+  int wd_running;
+  unsigned wd_epoch;
+  char hook_buf[LW_REPORT_TEXT_SIZE];
+};
+
+extern struct lw_process lw_proc;
+
+/* Sets the calling thread's lw_last_error(). */
+void lw_internal_set_error(const char *fmt, ...)
+    __attribute__((format(printf, 1, 2)));
+
+/* A random nonzero id (segment ids, claim tokens). */
+uint64_t lw_internal_random_u64(void);
+
+/* CPU time of a thread of this process, from its tid; -1 if unreadable. */
+int64_t lw_internal_thread_cpu_ns(pid_t tid);
+
+/* Starts the watchdog thread if it is not running. With lw_proc.mu held. */
+int lw_internal_watchdog_start(void);
+
+/* Closes the loop's open stall report: the loop beat at `end_ns`, or closed.
+ * With lw_proc.mu held. */
+void lw_internal_report_close(lw_loop_t *l, uint64_t end_ns);
+
+#endif /* LOOPWATCH_INTERNAL_H_ */
