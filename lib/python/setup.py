@@ -21,7 +21,7 @@ def core_version():
 
 
 # The C core: the same files as libloopwatch (lib/CMakeLists.txt).
-CORE_SOURCES = ["duration.c", "loopwatch.c", "segment.c", "syscall_names.c", "watchdog.c"]
+CORE_SOURCES = ["loopwatch.c", "parse_duration.c", "segment.c", "syscall_names.c", "watchdog.c"]
 
 
 def rel(*parts):
@@ -35,7 +35,7 @@ if not os.path.isfile(os.path.join(LIB, "src", "loopwatch.c")):
 
 native = Extension(
     "loopwatch._native",
-    sources=[rel("src", "_native.c")] +
+    sources=[rel("src", "_native.c"), rel("src", "requests.c")] +
             [rel(LIB, "src", c) for c in CORE_SOURCES],
     include_dirs=[rel(LIB, "include"), rel(LIB, "src")],
     # The core's symbols stay inside this module: it may share a process

@@ -24,7 +24,7 @@
 #include <time.h>
 #include <unistd.h>
 
-#include "duration.h"
+#include "parse_duration.h"
 #include "loopwatch_internal.h"
 #include "segment.h"
 #include "segment_access.h"

@@ -1,6 +1,6 @@
 // SPDX-License-Identifier: Apache-2.0
 //
-// The duration grammar (lib/src/duration.h) against the shared table
+// The duration grammar (lib/src/parse_duration.h) against the shared table
 // tests/data/durations.tsv, and LOOPWATCH_REPORT_AFTER read with it: every
 // duration of the table up to an hour is taken (0 included) and reaches the
 // slot's report_after_ns; everything else is refused by lw_loop_open with a
@@ -13,7 +13,7 @@
 #include <string>
 #include <vector>
 
-#include "duration.h"
+#include "parse_duration.h"
 #include "duration_cases.h"
 #include "loopwatch/loopwatch.h"
 #include "reader.h"

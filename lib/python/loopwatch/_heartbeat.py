@@ -26,25 +26,13 @@ log = logging.getLogger("loopwatch")
 
 DEFAULT_INTERVAL = 0.1  # seconds
 
-_UNITS = {"ns": 1e-9, "us": 1e-6, "ms": 1e-3, "s": 1.0, "m": 60.0, "h": 3600.0}
-_PART = re.compile(r"(\d+(?:\.\d+)?)(ns|us|ms|s|m|h)")
-
-
 def parse_duration(text: str) -> float:
-    """Seconds from "100ms", "1.5s", "1m30s" (the sidecar's spelling).
+    """Seconds from "100ms", "1.5s", "1m30s" or "0".
 
-    Raises ValueError naming the expected form."""
-    s = text.strip()
-    pos, total = 0, 0.0
-    while pos < len(s):
-        m = _PART.match(s, pos)
-        if not m:
-            break
-        total += float(m.group(1)) * _UNITS[m.group(2)]
-        pos = m.end()
-    if not s or pos != len(s):
-        raise ValueError("%r: expected a duration with a unit, like 100ms, 1.5s or 1m30s" % text)
-    return total
+    The project's one duration grammar, the library's and the sidecar's
+    too (lib/src/parse_duration.c, through the native module). Raises
+    ValueError naming the expected form."""
+    return _native.parse_duration(text) / 1e9
 
 
 def _env_interval() -> float:

@@ -28,7 +28,6 @@
 #include <errno.h>
 #include <pthread.h>
 #include <signal.h>
-#include <stdatomic.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -38,90 +37,15 @@
 #include <unistd.h>
 
 #include "loopwatch/loopwatch.h"
+#include "parse_duration.h"
+#include "requests.h"
 
 /* How long the watchdog waits for the reporter to get the GIL. */
 static const uint64_t kGilWaitNs = 250u * 1000u * 1000u;
 /* Requests shown in a report; more are counted. */
-enum { kRequestSlots = 32, kRequestsShown = 12 };
-enum { kMethodSize = 16, kPathSize = 240 };
+enum { kRequestsShown = 12 };
 /* Text of one report, the stack included: the slot holds less (~7 KiB). */
 enum { kStackSize = 8192, kTaskSize = 512 };
-
-/* ---- requests in flight ----------------------------------------------- */
-
-/* Written only by the loop thread (the middleware runs there); read by the
- * watchdog through a per-entry seqlock, so neither ever waits. */
-typedef struct {
-  atomic_uint_fast64_t seq; /* odd while written */
-  uint64_t token;           /* 0: free */
-  uint64_t start_ns;
-  char method[kMethodSize];
-  char path[kPathSize];
-} request_entry;
-
-typedef struct {
-  request_entry entries[kRequestSlots];
-  uint64_t next_token;
-  atomic_uint_fast64_t overflow; /* requests that found no entry */
-} request_table;
-
-typedef struct {
-  uint64_t start_ns;
-  char method[kMethodSize];
-  char path[kPathSize];
-} request_copy;
-
-static void copy_cut(char *dst, size_t size, const char *src, size_t len) {
-  if (len > size - 1) {
-    len = size - 1;
-    while (len > 0 && ((unsigned char)src[len] & 0xC0u) == 0x80u) len--;
-  }
-  memcpy(dst, src, len);
-  dst[len] = '\0';
-}
-
-/* Relaxed byte-wise copy: the reader may race the writer, the seqlock tells. */
-static void racy_copy(char *dst, const char *src, size_t size) {
-  for (size_t i = 0; i < size; i++)
-    dst[i] = (char)__atomic_load_n((const unsigned char *)&src[i], __ATOMIC_RELAXED);
-  dst[size - 1] = '\0';
-}
-
-/* Copies the requests in flight, oldest first; returns how many. */
-static int requests_read(request_table *t, request_copy *out, int max,
-                         uint64_t *more) {
-  int n = 0;
-  uint64_t skipped = atomic_load_explicit(&t->overflow, memory_order_relaxed);
-  for (int i = 0; i < kRequestSlots; i++) {
-    request_entry *e = &t->entries[i];
-    for (int tries = 0; tries < 16; tries++) {
-      uint64_t s1 = atomic_load_explicit(&e->seq, memory_order_acquire);
-      if (s1 & 1u) continue;
-      uint64_t token = __atomic_load_n(&e->token, __ATOMIC_RELAXED);
-      request_copy c;
-      c.start_ns = __atomic_load_n(&e->start_ns, __ATOMIC_RELAXED);
-      racy_copy(c.method, e->method, sizeof c.method);
-      racy_copy(c.path, e->path, sizeof c.path);
-      atomic_thread_fence(memory_order_acquire);
-      if (atomic_load_explicit(&e->seq, memory_order_relaxed) != s1) continue;
-      if (token == 0) break;
-      if (n < max) {
-        int at = n++;
-        /* Insertion by start time: oldest (most likely the culprit) first. */
-        while (at > 0 && out[at - 1].start_ns > c.start_ns) {
-          out[at] = out[at - 1];
-          at--;
-        }
-        out[at] = c;
-      } else {
-        skipped++;
-      }
-      break;
-    }
-  }
-  *more = skipped;
-  return n;
-}
 
 /* ---- the Loop object -------------------------------------------------- */
 
@@ -160,12 +84,6 @@ static struct {
 } g_rep = {PTHREAD_MUTEX_INITIALIZER, PTHREAD_COND_INITIALIZER};
 
 static dump_traceback_fn g_dump_traceback;
-
-static uint64_t mono_ns(void) {
-  struct timespec ts;
-  clock_gettime(CLOCK_MONOTONIC, &ts);
-  return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
-}
 
 /* The frames of tstate as faulthandler prints them ("Stack (most recent call
  * first):" then '  File "f.py", line 3 in g'), into buf. */
@@ -322,7 +240,7 @@ static size_t report_hook(lw_loop_t *loop, void *user, char *buf, size_t size) {
     g_rep.req_done = 0;
     uint64_t gen = g_rep.req_gen;
     pthread_cond_broadcast(&g_rep.cv);
-    uint64_t deadline = mono_ns() + kGilWaitNs;
+    uint64_t deadline = lw_now_ns() + kGilWaitNs;
     struct timespec ts = {(time_t)(deadline / 1000000000u), (long)(deadline % 1000000000u)};
     while (!g_rep.req_done && g_rep.req_gen == gen && g_rep.req == self) {
       if (pthread_cond_timedwait(&g_rep.cv, &g_rep.mu, &ts) == ETIMEDOUT) break;
@@ -364,7 +282,7 @@ static size_t report_hook(lw_loop_t *loop, void *user, char *buf, size_t size) {
   request_copy reqs[kRequestsShown];
   uint64_t more = 0;
   int nreq = requests_read(&self->requests, reqs, kRequestsShown, &more);
-  uint64_t now = mono_ns();
+  uint64_t now = lw_now_ns();
   n = append(buf, size, n, "requests in flight: %llu\n", (unsigned long long)(nreq + more));
   for (int i = 0; i < nreq; i++) {
     uint64_t age = now > reqs[i].start_ns ? now - reqs[i].start_ns : 0;
@@ -485,42 +403,14 @@ static PyObject *Loop_request_begin(LoopObject *self, PyObject *const *args, Py_
   const char *method = PyUnicode_AsUTF8AndSize(args[0], &mlen);
   const char *path = method ? PyUnicode_AsUTF8AndSize(args[1], &plen) : NULL;
   if (!path) return NULL;
-  request_table *t = &self->requests;
-  for (int i = 0; i < kRequestSlots; i++) {
-    request_entry *e = &t->entries[i];
-    if (e->token != 0) continue;
-    uint64_t token = ((++t->next_token) << 6) | (uint64_t)i; /* never 0 */
-    uint64_t s = atomic_load_explicit(&e->seq, memory_order_relaxed);
-    atomic_store_explicit(&e->seq, s + 1, memory_order_relaxed);
-    atomic_thread_fence(memory_order_release);
-    copy_cut(e->method, sizeof e->method, method, (size_t)mlen);
-    copy_cut(e->path, sizeof e->path, path, (size_t)plen);
-    __atomic_store_n(&e->start_ns, mono_ns(), __ATOMIC_RELAXED);
-    __atomic_store_n(&e->token, token, __ATOMIC_RELAXED);
-    atomic_store_explicit(&e->seq, s + 2, memory_order_release);
-    return PyLong_FromUnsignedLongLong(token);
-  }
-  atomic_fetch_add_explicit(&t->overflow, 1, memory_order_relaxed);
-  return PyLong_FromLong(0);
+  return PyLong_FromUnsignedLongLong(
+      requests_begin(&self->requests, method, (size_t)mlen, path, (size_t)plen, lw_now_ns()));
 }
 
 static PyObject *Loop_request_end(LoopObject *self, PyObject *arg) {
   unsigned long long token = PyLong_AsUnsignedLongLong(arg);
   if (token == (unsigned long long)-1 && PyErr_Occurred()) return NULL;
-  request_table *t = &self->requests;
-  if (token == 0) {
-    if (atomic_load_explicit(&t->overflow, memory_order_relaxed) > 0)
-      atomic_fetch_sub_explicit(&t->overflow, 1, memory_order_relaxed);
-    Py_RETURN_NONE;
-  }
-  request_entry *e = &t->entries[token & 63u];
-  if ((token & 63u) < kRequestSlots && e->token == token) {
-    uint64_t s = atomic_load_explicit(&e->seq, memory_order_relaxed);
-    atomic_store_explicit(&e->seq, s + 1, memory_order_relaxed);
-    atomic_thread_fence(memory_order_release);
-    __atomic_store_n(&e->token, 0, __ATOMIC_RELAXED);
-    atomic_store_explicit(&e->seq, s + 2, memory_order_release);
-  }
+  requests_end(&self->requests, token);
   Py_RETURN_NONE;
 }
 
@@ -532,7 +422,7 @@ static PyObject *Loop_requests(LoopObject *self, PyObject *unused) {
   int n = requests_read(&self->requests, reqs, kRequestSlots, &more);
   PyObject *list = PyList_New(0);
   if (!list) return NULL;
-  uint64_t now = mono_ns();
+  uint64_t now = lw_now_ns();
   for (int i = 0; i < n; i++) {
     double age = (double)(now - reqs[i].start_ns) / 1e9;
     PyObject *item = Py_BuildValue("(ssd)", reqs[i].method, reqs[i].path, age);
@@ -663,7 +553,27 @@ static PyObject *mod_report_now(PyObject *m, PyObject *arg) {
   return r;
 }
 
+/* parse_duration(text: str) -> int: nanoseconds, by the project's one
+ * duration grammar (lib/src/parse_duration.h); ValueError if not one. */
+static PyObject *mod_parse_duration(PyObject *m, PyObject *arg) {
+  (void)m;
+  Py_ssize_t len;
+  const char *text = PyUnicode_Check(arg) ? PyUnicode_AsUTF8AndSize(arg, &len) : NULL;
+  if (!text) {
+    if (!PyErr_Occurred()) PyErr_SetString(PyExc_TypeError, "parse_duration(text: str)");
+    return NULL;
+  }
+  int64_t ns;
+  if (lw_parse_duration(text, (size_t)len, &ns) != 0) {
+    return PyErr_Format(PyExc_ValueError,
+                        "%R: expected a duration with a unit, like 100ms, 1.5s or 1m30s", arg);
+  }
+  return PyLong_FromLongLong(ns);
+}
+
 static PyMethodDef module_methods[] = {
+    {"parse_duration", mod_parse_duration, METH_O,
+     "Nanoseconds of a duration such as 100ms or 1m30s; ValueError if not one."},
     {"enabled", mod_enabled, METH_NOARGS, "Whether LOOPWATCH_SEGMENT is set."},
     {"version", mod_version, METH_NOARGS, "Version of the C core."},
     {"now_ns", mod_now_ns, METH_NOARGS, "CLOCK_MONOTONIC now, in nanoseconds."},

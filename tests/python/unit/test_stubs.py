@@ -182,6 +182,14 @@ def test_native_stub(monkeypatch):
             with pytest.raises(TypeError, match="loop"):
                 _native.report_now("not a loop")
             continue
+        if name == "parse_duration":
+            assert [p[0] for p in params] == ["text"]
+            assert _native.parse_duration("1m30s") == 90 * 10**9
+            with pytest.raises(TypeError):
+                _native.parse_duration(b"5s")
+            with pytest.raises(TypeError):
+                _native.parse_duration("5s", "one too many")
+            continue
         assert params == [], name
         if name != "shutdown":  # shutdown() stops this process's reporter
             with pytest.raises(TypeError):

@@ -1,6 +1,6 @@
 /* SPDX-License-Identifier: Apache-2.0 */
-/* The duration grammar; see duration.h. */
-#include "duration.h"
+/* The duration grammar; see parse_duration.h. */
+#include "parse_duration.h"
 
 #include <errno.h>
 #include <string.h>

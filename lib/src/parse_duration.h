@@ -1,6 +1,6 @@
 /* SPDX-License-Identifier: Apache-2.0 */
 /*
- * duration.h: the one duration grammar of the project. The library reads
+ * parse_duration.h: the one duration grammar of the project. The library reads
  * LOOPWATCH_REPORT_AFTER with it, the sidecar every duration setting and
  * the hold's `for=`, the Python package LOOPWATCH_INTERVAL and the runner's
  * --interval. Internal (not exported from the shared library).
@@ -15,8 +15,8 @@
  * above INT64_MAX nanoseconds (292 years) is refused.
  * tests/data/durations.tsv is the table of cases every suite checks.
  */
-#ifndef LOOPWATCH_DURATION_H_
-#define LOOPWATCH_DURATION_H_
+#ifndef LOOPWATCH_PARSE_DURATION_H_
+#define LOOPWATCH_PARSE_DURATION_H_
 
 #include <stddef.h>
 #include <stdint.h>
@@ -33,4 +33,4 @@ int lw_parse_duration(const char *text, size_t len, int64_t *ns);
 }
 #endif
 
-#endif /* LOOPWATCH_DURATION_H_ */
+#endif /* LOOPWATCH_PARSE_DURATION_H_ */
