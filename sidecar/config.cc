@@ -258,98 +258,43 @@ Setting PathSetting(const char* key, std::string Config::*field,
   return s;
 }
 
-bool ValidHostname(const std::string& h) {
-  if (h.empty() || h.size() > 253) return false;
-  size_t label = 0;
-  for (size_t i = 0; i < h.size(); i++) {
-    char ch = h[i];
-    if (ch == '.') {
-      if (label == 0) return false;
-      label = 0;
-      continue;
-    }
-    bool ok = isalnum(static_cast<unsigned char>(ch)) || ch == '-' || ch == '_';
-    if (!ok || ++label > 63) return false;
-  }
-  return label > 0 || h.size() > 1;  // "example.com." is fine, "." is not
-}
-
-bool ValidIpv6(const std::string& h) {
-  if (h.empty() || h.size() > 45) return false;
-  for (char ch : h) {
-    if (!isxdigit(static_cast<unsigned char>(ch)) && ch != ':' && ch != '.' &&
-        ch != '%') {
-      return false;
-    }
-  }
-  return h.find(':') != std::string::npos;
-}
-
-// HOST:PORT with an IPv4 address, a host name or a bracketed IPv6 address.
-bool CheckAddress(const std::string& text, std::string* why) {
-  const std::string form =
-      "expected HOST:PORT, e.g. 0.0.0.0:9321, localhost:9321 or [::1]:9321";
-  std::string host, port;
-  if (!text.empty() && text[0] == '[') {
-    size_t close = text.find(']');
-    if (close == std::string::npos || close + 1 >= text.size() ||
-        text[close + 1] != ':') {
-      *why = "is not HOST:PORT; " + form;
-      return false;
-    }
-    host = text.substr(1, close - 1);
-    port = text.substr(close + 2);
-    if (!ValidIpv6(host)) {
-      *why = "has an invalid IPv6 address; " + form;
-      return false;
-    }
-  } else {
-    size_t colon = text.rfind(':');
-    if (colon == std::string::npos || colon == 0) {
-      *why = "is not HOST:PORT; " + form;
-      return false;
-    }
-    host = text.substr(0, colon);
-    port = text.substr(colon + 1);
-    if (host.find(':') != std::string::npos) {
-      *why = "has an IPv6 address without brackets; " + form;
-      return false;
-    }
-    if (!ValidHostname(host)) {
-      *why = "has an invalid host name; " + form;
-      return false;
-    }
-  }
-  uint64_t p;
-  if (port.empty() || !ParseCount(port, &p) || p > 65535) {
-    *why = "has an invalid port; expected a port from 0 to 65535 (" + form +
-           ")";
-    return false;
-  }
-  return true;
-}
-
-Setting AddressSetting(const char* key, std::string Config::*field,
-                       bool may_be_off, const char* help) {
+Setting AddressSetting(const char* key, ListenAddress Config::*field, const char* help) {
   Setting s;
   s.key = key;
-  s.metavar = may_be_off ? "HOST:PORT|off" : "HOST:PORT";
+  s.metavar = "HOST:PORT";
   s.help = help;
   s.kind = Kind::kString;
-  s.parse = [field, may_be_off](const std::string& text, Config* c,
-                                std::string* why) {
-    if (may_be_off && text == "off") {
-      c->*field = text;
+  s.parse = [field](const std::string& text, Config* c, std::string* why) {
+    return ParseListenAddress(text, &(c->*field), why);
+  };
+  s.format = [field](const Config& c) { return (c.*field).ToString(); };
+  return s;
+}
+
+// An address, or "off" for none.
+Setting OptionalAddressSetting(const char* key, std::optional<ListenAddress> Config::*field,
+                               const char* help) {
+  Setting s;
+  s.key = key;
+  s.metavar = "HOST:PORT|off";
+  s.help = help;
+  s.kind = Kind::kString;
+  s.parse = [field](const std::string& text, Config* c, std::string* why) {
+    if (text == "off") {
+      (c->*field).reset();
       return true;
     }
-    if (!CheckAddress(text, why)) {
-      if (may_be_off) *why += ", or off";
+    ListenAddress a;
+    if (!ParseListenAddress(text, &a, why)) {
+      *why += ", or off";
       return false;
     }
-    c->*field = text;
+    c->*field = a;
     return true;
   };
-  s.format = [field](const Config& c) { return c.*field; };
+  s.format = [field](const Config& c) {
+    return (c.*field) ? (c.*field)->ToString() : std::string("off");
+  };
   return s;
 }
 
@@ -361,10 +306,10 @@ const std::vector<Setting>& Settings() {
     std::vector<Setting> t;
     t.push_back(PathSetting("segment", &Config::segment,
                             "segment file shared with the app"));
-    t.push_back(AddressSetting("listen", &Config::listen, false,
+    t.push_back(AddressSetting("listen", &Config::listen,
                                "address of the probes and /metrics"));
-    t.push_back(AddressSetting("admin_listen", &Config::admin_listen, true,
-                               "address of /debug/* and the hold (off: none)"));
+    t.push_back(OptionalAddressSetting("admin_listen", &Config::admin_listen,
+                                       "address of /debug/* and the hold (off: none)"));
     t.push_back(DurationSetting("poll_interval", &Config::poll_interval,
                                 milliseconds(1), seconds(10),
                                 "how often the segment is read"));
@@ -730,111 +675,26 @@ void CrossCheck(const Config& c, const Origins& o,
                            FormatDuration(c.poll_interval) +
                            "): a stall is seen only at a poll"});
   }
-  if (ok("listen") && ok("admin_listen") && c.admin_listen != "off") {
-    auto port = [](const std::string& a) {
-      return a.substr(a.rfind(':') + 1);
-    };
-    std::string p = port(c.listen);
-    if (p != "0" && p == port(c.admin_listen)) {
-      errors->push_back({origin("admin_listen", "listen"),
-                         "admin_listen (" + c.admin_listen +
-                             ") uses the port of listen (" + c.listen +
-                             "); expected another port, or off"});
-    }
+  if (ok("listen") && ok("admin_listen") && c.admin_listen &&
+      c.listen.port != 0 && c.listen.port == c.admin_listen->port) {
+    errors->push_back({origin("admin_listen", "listen"),
+                       "admin_listen (" + c.admin_listen->ToString() +
+                           ") uses the port of listen (" + c.listen.ToString() +
+                           "); expected another port, or off"});
   }
 }
 
 }  // namespace
 
-bool ParseDuration(const std::string& text, Duration* out) {
-  if (text == "0") {
-    *out = Duration(0);
-    return true;
-  }
-  if (text.empty()) return false;
-  using u128 = unsigned __int128;
-  const u128 kMax = u128(INT64_MAX);
-  u128 total = 0;
-  size_t i = 0, n = text.size();
-  while (i < n) {
-    u128 whole = 0, frac = 0, scale = 1;
-    size_t digits = 0;
-    while (i < n && isdigit(static_cast<unsigned char>(text[i]))) {
-      whole = whole * 10 + u128(text[i] - '0');
-      if (whole > kMax) return false;
-      i++;
-      digits++;
-    }
-    if (i < n && text[i] == '.') {
-      i++;
-      while (i < n && isdigit(static_cast<unsigned char>(text[i]))) {
-        if (scale < u128(1000000000000000000ULL)) {  // beyond: below 1 ns
-          frac = frac * 10 + u128(text[i] - '0');
-          scale *= 10;
-        }
-        i++;
-        digits++;
-      }
-    }
-    if (digits == 0) return false;
-    size_t u = i;
-    while (i < n && (isalpha(static_cast<unsigned char>(text[i])) ||
-                     static_cast<unsigned char>(text[i]) >= 0x80)) {
-      i++;
-    }
-    std::string unit = text.substr(u, i - u);
-    uint64_t unit_ns;
-    if (unit == "ns") unit_ns = 1;
-    else if (unit == "us" || unit == "\xC2\xB5s" || unit == "\xCE\xBCs") unit_ns = 1000;
-    else if (unit == "ms") unit_ns = 1000000;
-    else if (unit == "s") unit_ns = 1000000000;
-    else if (unit == "m") unit_ns = 60ULL * 1000000000;
-    else if (unit == "h") unit_ns = 3600ULL * 1000000000;
-    else return false;  // no unit, or an unknown one
-    total += whole * unit_ns + frac * unit_ns / scale;
-    if (total > kMax) return false;
-  }
-  *out = Duration(int64_t(total));
-  return true;
-}
+extern "C" char** environ;
 
-std::string FormatDuration(Duration d) {
-  int64_t ns = d.count();
-  if (ns == 0) return "0s";
-  std::string s;
-  uint64_t u;
-  if (ns < 0) {
-    s = "-";
-    u = uint64_t(0) - uint64_t(ns);
-  } else {
-    u = uint64_t(ns);
+std::map<std::string, std::string> ProcessEnvironment() {
+  std::map<std::string, std::string> env;
+  for (char** e = environ; e && *e; e++) {
+    const char* eq = strchr(*e, '=');
+    if (eq) env.emplace(std::string(*e, size_t(eq - *e)), std::string(eq + 1));
   }
-  const uint64_t kSec = 1000000000, kMin = 60 * kSec, kHour = 60 * kMin;
-  if (u >= kHour) {
-    s += std::to_string(u / kHour) + "h";
-    u %= kHour;
-  }
-  if (u >= kMin) {
-    s += std::to_string(u / kMin) + "m";
-    u %= kMin;
-  }
-  if (u == 0) return s;
-  // The rest in the largest unit it reaches, with an exact decimal part.
-  auto decimal = [](uint64_t v, uint64_t unit, int width, const char* name) {
-    std::string r = std::to_string(v / unit);
-    uint64_t f = v % unit;
-    if (f) {
-      std::string fs = std::to_string(f);
-      fs.insert(0, size_t(width) - fs.size(), '0');
-      while (fs.back() == '0') fs.pop_back();
-      r += "." + fs;
-    }
-    return r + name;
-  };
-  if (u >= kSec) return s + decimal(u, kSec, 9, "s");
-  if (u >= 1000000) return s + decimal(u, 1000000, 6, "ms");
-  if (u >= 1000) return s + decimal(u, 1000, 3, "us");
-  return s + std::to_string(u) + "ns";
+  return env;
 }
 
 bool LoadConfig(const std::vector<std::string>& args,
@@ -904,7 +764,9 @@ std::string ConfigHelp() {
       "a flag (--stall-after 5s or --stall-after=5s) and an environment variable\n"
       "(LOOPWATCH_STALL_AFTER). Flags override the environment, which overrides\n"
       "the file, which overrides the defaults. Durations take a unit: 250ms, 5s,\n"
-      "1m30s, 1h.\n"
+      "1m30s, 1h (a lone 0 needs none). Addresses are HOST:PORT (0.0.0.0:9321,\n"
+      "localhost:9321), [IPV6]:PORT ([::]:9321) or :PORT (every IPv4 interface);\n"
+      "port 0 takes any free port.\n"
       "\n"
       "  --config FILE     YAML file of settings, a flat mapping (LOOPWATCH_CONFIG)\n"
       "  --print-config    print the effective configuration as YAML and exit\n"

@@ -10,12 +10,14 @@
 #include <chrono>
 #include <cstdint>
 #include <map>
+#include <optional>
 #include <string>
 #include <vector>
 
-namespace loopwatch {
+#include "duration.h"
+#include "http/listen_address.h"
 
-using Duration = std::chrono::nanoseconds;
+namespace loopwatch {
 
 enum class LivenessPolicy { kAny, kAll };
 enum class Mode { kEnforce, kObserve };
@@ -24,8 +26,9 @@ enum class LogLevel { kDebug, kInfo, kWarn, kError };
 
 struct Config {
   std::string segment = "/run/loopwatch/segment";
-  std::string listen = "0.0.0.0:9321";
-  std::string admin_listen = "127.0.0.1:9322";
+  ListenAddress listen{"0.0.0.0", 9321};
+  // nullopt: off, no admin port.
+  std::optional<ListenAddress> admin_listen = ListenAddress{"127.0.0.1", 9322};
   Duration poll_interval = std::chrono::milliseconds(100);
   // A loop silent this long is stalled: /livez fails.
   Duration stall_after = std::chrono::seconds(5);
@@ -74,10 +77,9 @@ bool LoadConfig(const std::vector<std::string>& args,
                 std::vector<ConfigError>* errors, bool* print_config,
                 bool* help);
 
-// Parses "250ms", "5s", "1.5s", "2m", "1h", "100us", "0". No unit: error.
-bool ParseDuration(const std::string& text, Duration* out);
-// Formats a duration the way the config reads it ("250ms", "5s", "1m30s").
-std::string FormatDuration(Duration d);
+// The process's environment, read once: the only place the sidecar reads
+// `environ`. Settings come from it through LoadConfig().
+std::map<std::string, std::string> ProcessEnvironment();
 
 // The effective configuration as YAML, one key per line, keys in a fixed
 // order, loadable again as a config file.

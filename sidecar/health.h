@@ -1,139 +1,28 @@
 // SPDX-License-Identifier: Apache-2.0
 //
-// health.h: per-loop state machine and the probe verdicts.
+// health.h: the per-loop state machine and the probe verdicts.
 //
 // Health is fed one segment snapshot per poll, with the sidecar's own
 // CLOCK_MONOTONIC time and how late the poll itself woke. It never reads a
 // clock or the segment itself, so tests drive it with made-up snapshots and
-// times. It produces a View: an immutable picture of every loop and the three
-// verdicts, which the HTTP threads serve without ever waiting on the poller.
+// times. It produces a View (model.h): an immutable picture of every loop and
+// the three verdicts, which the HTTP threads serve without ever waiting on
+// the poller, and the Events of the poll, which the log writes.
 #ifndef LOOPWATCH_SIDECAR_HEALTH_H_
 #define LOOPWATCH_SIDECAR_HEALTH_H_
 
 #include <array>
 #include <cstdint>
-#include <deque>
 #include <map>
 #include <memory>
 #include <string>
 #include <vector>
 
 #include "config.h"
+#include "model.h"
 #include "reader.h"
 
 namespace loopwatch {
-
-enum class LoopState { kStarting, kLive, kLagging, kStalled, kDead, kGone };
-const char* LoopStateName(LoopState s);
-
-// Stall classes as the sidecar reports them: the library's cpu/blocked/
-// unknown, plus host (the whole pod was paused: not the app's fault).
-enum class StallClass { kUnknown = 0, kCpu = 1, kBlocked = 2, kHost = 3 };
-constexpr int kStallClasses = 4;
-const char* StallClassName(StallClass c);
-
-// A stall report as the sidecar keeps it (for logs and /debug/stalls).
-struct StallRecord {
-  uint64_t id = 0;            // sidecar-wide sequence number
-  std::string loop;
-  uint32_t slot = 0;
-  uint32_t pid = 0;
-  StallClass stall_class = StallClass::kUnknown;
-  int64_t started_ns = 0;     // CLOCK_MONOTONIC: last beat before the stall
-  int64_t ended_ns = 0;       // 0 while it lasts
-  int64_t duration_ns = 0;    // so far, or final
-  int64_t loop_cpu_ns = 0;
-  std::string syscall;
-  std::string wchan;
-  std::string activity;
-  std::string text;           // stack and requests from the app's binding
-  bool has_report = false;    // the app's watchdog wrote a report
-};
-
-// Stall durations in seconds, by class, for a Prometheus histogram.
-inline constexpr std::array<double, 10> kStallDurationBounds = {
-    0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600};
-struct StallDurationHistogram {
-  std::array<uint64_t, kStallDurationBounds.size() + 1> bucket{};  // last: +Inf
-  double sum_seconds = 0;
-  uint64_t count = 0;
-};
-
-// How a stall is told in one phrase: "blocked in clock_nanosleep",
-// "cpu-bound", "host paused", "no report yet".
-std::string DescribeStall(const StallRecord& s);
-
-struct LoopView {
-  uint32_t slot = 0;
-  uint32_t generation = 0;
-  std::string name;
-  std::string kind;
-  uint32_t pid = 0;
-  LoopState state = LoopState::kStarting;
-  bool ready = true;          // the app's own flag
-  bool failing_liveness = false;
-  int64_t interval_ns = 0;
-  int64_t heartbeat_age_ns = 0;  // silence: now - last beat
-  int64_t lag_ns = 0;            // current lag estimate
-  int64_t lag_p99_ns = -1;       // recent p99 from the histogram, -1 unknown
-  uint64_t beats = 0;
-  // Straight from the segment, for the metrics.
-  uint64_t lag_bucket[LW_LAG_BUCKETS] = {};
-  uint64_t lag_sum_ns = 0;
-  uint64_t lag_count = 0;
-  uint64_t lag_max_ns = 0;
-  std::string activity;
-  // Current stall, if state is kStalled (or a shorter one still open).
-  bool stall_open = false;
-  StallRecord stall;
-  std::array<uint64_t, kStallClasses> stalls{};  // by StallClass
-  int64_t dead_since_ns = 0;
-};
-
-struct Verdict {
-  bool ok = true;
-  std::string reason;  // one line, e.g. "loop uvicorn-7 stalled 6.2s (...)"
-};
-
-struct View {
-  int64_t taken_ns = 0;          // sidecar clock at the poll
-  uint64_t poll = 0;             // poll sequence number
-  SegmentStatus segment = SegmentStatus::kMissing;
-  std::string segment_error;
-  uint32_t slot_count = 0;
-  std::vector<LoopView> loops;   // live, stalled, dead and recently gone
-  Verdict live;                  // before observe mode and hold
-  Verdict ready;
-  Verdict startup;
-  bool started = false;          // expect_loops have beaten at least once
-  // Sidecar-wide totals, monotonic over the sidecar's life.
-  std::array<uint64_t, kStallClasses> stalls_total{};
-  uint64_t deaths_total = 0;
-  uint64_t reports_suppressed_total = 0;
-  uint64_t segment_errors_total = 0;
-  int64_t last_poll_lateness_ns = 0;
-  std::vector<StallRecord> recent_stalls;  // newest last, bounded
-  std::array<StallDurationHistogram, kStallClasses> stall_duration{};
-};
-
-// What happened at one poll, for the log.
-struct Event {
-  enum class Kind {
-    kLoopAppeared,
-    kStallStarted,
-    kStallReport,     // the report became available (logged once)
-    kStallReportSuppressed,
-    kStallEnded,
-    kLoopDied,
-    kLoopGone,
-    kSegmentProblem,  // status changed to something other than ok
-    kSegmentOk,
-  };
-  Kind kind;
-  LoopView loop;       // as of this poll (empty for segment events)
-  StallRecord stall;   // for the stall events
-  std::string message; // for segment events
-};
 
 class Health {
  public:
@@ -151,11 +40,39 @@ class Health {
 
  private:
   struct Track;
-  void Judge(View* v, int64_t now_ns) const;
-  void ObserveStallDuration(StallClass c, int64_t duration_ns);
+  // The phases of Update(), in order (health.cc).
+  void NotePause(int64_t now_ns, int64_t lateness_ns);
+  void NoteSegmentStatus(SegmentStatus status, const std::string& error,
+                         std::vector<Event>* events);
+  // The track of an active slot (new if the loop just appeared); departs
+  // the old one if the slot closed or changed hands. Null if not active.
+  Track* TrackSlot(const SlotSnapshot& s, int64_t now_ns, std::vector<Event>* events);
+  void ObserveBeat(Track* t, const SlotSnapshot& s, int64_t now_ns);
+  void MeasureLag(Track* t, const SlotSnapshot& s, int64_t now_ns);
+  // True if the owner is dead (nothing more to judge for the loop).
+  bool NoteDeath(Track* t, const SlotSnapshot& s, int64_t now_ns, std::vector<Event>* events);
+  void AdvanceStall(Track* t, const SlotSnapshot& s, int64_t now_ns,
+                    std::vector<Event>* events);
+  std::shared_ptr<const View> Publish(SegmentStatus status, const std::string& segment_error,
+                                      uint32_t slot_count, int64_t now_ns);
+
+  void Depart(std::unique_ptr<Track> t, const char* why, int64_t now_ns,
+              std::vector<Event>* events);
+  // How much of [from_ns, to_ns] the last pause of the pod covers.
+  int64_t PauseOverlap(int64_t from_ns, int64_t to_ns) const;
+  // The app's report of the current stall, if the slot holds it.
+  void TakeReport(Track* t, const SlotSnapshot& s, int64_t now_ns);
+  void CountStall(Track* t);
+  void LogReport(Track* t, int64_t now_ns, std::vector<Event>* events);
   void EndStall(Track* t, int64_t end_ns, std::vector<Event>* events);
+  void ObserveStallDuration(StallClass c, int64_t duration_ns);
   // Adds or updates a stall in the bounded history for /debug/stalls.
   void RememberStall(const StallRecord& s);
+  void JudgeDead(Track* t, int64_t now_ns);
+  // The three verdicts of a View whose loops are filled in.
+  void Judge(View* v) const;
+  // Why `l` makes /readyz fail; empty if it does not.
+  std::string NotReadyReason(const LoopView& l) const;
 
   Config config_;
   std::map<uint32_t, std::unique_ptr<Track>> tracks_;  // by slot

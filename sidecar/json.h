@@ -14,10 +14,6 @@
 
 namespace loopwatch {
 
-// Length of the valid UTF-8 sequence starting at s[i], or 0 if the bytes
-// there are not one (overlong forms and surrogates are invalid).
-size_t Utf8SequenceLength(std::string_view s, size_t i);
-
 // Appends `s` to *out as a quoted, escaped JSON string.
 void JsonQuote(std::string_view s, std::string* out);
 

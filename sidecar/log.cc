@@ -9,6 +9,7 @@
 #include <cstdio>
 #include <ctime>
 
+#include "format.h"
 #include "json.h"
 
 namespace loopwatch {
@@ -72,9 +73,7 @@ LogLine& LogLine::Int(std::string_view key, int64_t value) {
 }
 
 LogLine& LogLine::Seconds(std::string_view key, int64_t ns) {
-  char buf[32];
-  snprintf(buf, sizeof buf, "%.3f", double(ns) / 1e9);
-  fields_.push_back({std::string(key), buf, Field::kNumber});
+  fields_.push_back({std::string(key), DecimalSeconds(ns), Field::kNumber});
   return *this;
 }
 
@@ -160,72 +159,65 @@ void EventLog::Write(LogLevel level, const LogLine& line) {
   logger_->log(ToSpd(level), "{}", text);
 }
 
+namespace {
+
+// A line about one loop: the message, then the loop's name, slot and pid.
+LogLine AboutLoop(std::string_view msg, const LoopView& l) {
+  LogLine line(msg);
+  line.Str("loop", l.name).Int("slot", l.slot).Int("pid", l.pid);
+  return line;
+}
+
+// A line about one stall: AboutLoop, then its class.
+LogLine AboutStall(std::string_view msg, const LoopView& l, const StallRecord& s) {
+  LogLine line = AboutLoop(msg, l);
+  line.Str("class", StallClassName(s.stall_class));
+  return line;
+}
+
+}  // namespace
+
 void EventLog::Events(const std::vector<Event>& events) {
   for (const Event& e : events) {
     const LoopView& l = e.loop;
     const StallRecord& s = e.stall;
+    const auto id = int64_t(s.id);
     switch (e.kind) {
       case Event::Kind::kLoopAppeared:
-        Info(LogLine("loop appeared")
-                 .Str("loop", l.name)
-                 .Int("slot", l.slot)
-                 .Int("pid", l.pid)
+        Info(AboutLoop("loop appeared", l)
                  .Str("kind", l.kind)
                  .Seconds("interval_seconds", l.interval_ns));
         break;
       case Event::Kind::kStallStarted:
-        Warn(LogLine("stall started")
-                 .Str("loop", l.name)
-                 .Int("slot", l.slot)
-                 .Int("pid", l.pid)
-                 .Str("class", StallClassName(s.stall_class))
+        Warn(AboutStall("stall started", l, s)
                  .Str("syscall", s.syscall)
                  .Seconds("silent_seconds", s.duration_ns)
-                 .Int("stall_id", int64_t(s.id)));
+                 .Int("stall_id", id));
         break;
       case Event::Kind::kStallReport:
-        Warn(LogLine("stall report")
-                 .Str("loop", l.name)
-                 .Int("slot", l.slot)
-                 .Int("pid", l.pid)
-                 .Str("class", StallClassName(s.stall_class))
+        Warn(AboutStall("stall report", l, s)
                  .Str("syscall", s.syscall)
                  .Str("wchan", s.wchan)
                  .Seconds("silent_seconds", s.duration_ns)
                  .Seconds("loop_cpu_seconds", s.loop_cpu_ns)
                  .Str("activity", s.activity)
-                 .Int("stall_id", int64_t(s.id))
+                 .Int("stall_id", id)
                  .Block("stack", s.text));
         break;
       case Event::Kind::kStallReportSuppressed:
-        Info(LogLine("stall report suppressed by the rate limit")
-                 .Str("loop", l.name)
-                 .Int("pid", l.pid)
-                 .Str("class", StallClassName(s.stall_class))
-                 .Int("stall_id", int64_t(s.id)));
+        Info(AboutStall("stall report suppressed by the rate limit", l, s).Int("stall_id", id));
         break;
       case Event::Kind::kStallEnded:
-        Info(LogLine("stall ended")
-                 .Str("loop", l.name)
-                 .Int("slot", l.slot)
-                 .Int("pid", l.pid)
-                 .Str("class", StallClassName(s.stall_class))
+        Info(AboutStall("stall ended", l, s)
                  .Seconds("duration_seconds", s.duration_ns)
-                 .Int("stall_id", int64_t(s.id)));
+                 .Int("stall_id", id));
         break;
       case Event::Kind::kLoopDied:
-        Error(LogLine("loop died: its process is gone without closing it")
-                  .Str("loop", l.name)
-                  .Int("slot", l.slot)
-                  .Int("pid", l.pid)
+        Error(AboutLoop("loop died: its process is gone without closing it", l)
                   .Seconds("last_beat_seconds_ago", l.heartbeat_age_ns));
         break;
       case Event::Kind::kLoopGone:
-        Info(LogLine("loop gone")
-                 .Str("loop", l.name)
-                 .Int("slot", l.slot)
-                 .Int("pid", l.pid)
-                 .Str("reason", e.message));
+        Info(AboutLoop("loop gone", l).Str("reason", e.message));
         break;
       case Event::Kind::kSegmentProblem:
         Warn(LogLine("segment unreadable").Str("error", e.message));

@@ -13,7 +13,7 @@
 #include <vector>
 
 #include "config.h"
-#include "health.h"
+#include "model.h"
 
 namespace spdlog {
 class logger;

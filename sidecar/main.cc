@@ -13,16 +13,14 @@
 #include <vector>
 
 #include "config.h"
-#include "http_server.h"
+#include "hold.h"
+#include "http/servers.h"
 #include "log.h"
 #include "loopwatch/loopwatch.h"
 #include "metrics.h"
 #include "monitor.h"
-#include "probes.h"
 #include "segment_layout.h"
 #include "status.h"
-
-extern char** environ;
 
 namespace loopwatch {
 namespace {
@@ -43,15 +41,6 @@ constexpr const char* kUsage =
     "\n"
     "Exit codes: 0 ok, 1 runtime failure, 2 bad configuration or usage.\n";
 
-std::map<std::string, std::string> Environment() {
-  std::map<std::string, std::string> env;
-  for (char** e = environ; e && *e; e++) {
-    const char* eq = strchr(*e, '=');
-    if (eq) env.emplace(std::string(*e, size_t(eq - *e)), std::string(eq + 1));
-  }
-  return env;
-}
-
 std::string VersionText() {
   return std::string("loopwatch ") + LOOPWATCH_VERSION + " (segment format " +
          std::to_string(LW_SEG_VERSION_MAJOR) + "." +
@@ -59,12 +48,11 @@ std::string VersionText() {
          lw_version() + ")";
 }
 
-int Run(const std::vector<std::string>& args) {
+int Run(const std::vector<std::string>& args, const std::map<std::string, std::string>& env) {
   Config config;
   std::vector<ConfigError> errors;
   bool print_config = false, help = false;
-  bool ok = LoadConfig(args, Environment(), &config, &errors, &print_config,
-                       &help);
+  bool ok = LoadConfig(args, env, &config, &errors, &print_config, &help);
   if (help) {
     std::cout << ConfigHelp();
     return 0;
@@ -112,9 +100,9 @@ int Run(const std::vector<std::string>& args) {
   log.Info(LogLine("loopwatch started")
                .Str("version", LOOPWATCH_VERSION)
                .Str("segment", config.segment)
-               .Str("listen", config.listen)
+               .Str("listen", config.listen.ToString())
                .Int("port", servers.port())
-               .Str("admin_listen", config.admin_listen)
+               .Str("admin_listen", config.admin_listen ? config.admin_listen->ToString() : "off")
                .Int("admin_port", servers.admin_port())
                .Str("mode", config.mode == Mode::kObserve ? "observe" : "enforce")
                .Seconds("stall_after_seconds", config.stall_after.count())
@@ -141,8 +129,10 @@ int main(int argc, char** argv) {
   }
   const std::string cmd = args[0];
   std::vector<std::string> rest(args.begin() + 1, args.end());
-  if (cmd == "run") return loopwatch::Run(rest);
-  if (cmd == "status") return loopwatch::RunStatus(rest, std::cout, std::cerr);
+  if (cmd == "run") return loopwatch::Run(rest, loopwatch::ProcessEnvironment());
+  if (cmd == "status") {
+    return loopwatch::RunStatus(rest, loopwatch::ProcessEnvironment(), std::cout, std::cerr);
+  }
   if (cmd == "version" || cmd == "--version" || cmd == "-V") {
     std::cout << loopwatch::VersionText() << "\n";
     return 0;

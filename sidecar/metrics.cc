@@ -1,13 +1,12 @@
 // SPDX-License-Identifier: Apache-2.0
 #include "metrics.h"
 
-#include "json.h"
-
 #include <prometheus/client_metric.h>
 #include <prometheus/counter.h>
 #include <prometheus/family.h>
 #include <prometheus/metric_family.h>
 #include <prometheus/registry.h>
+#include <prometheus/text_serializer.h>
 
 #include <algorithm>
 #include <charconv>
@@ -19,6 +18,8 @@
 #include <utility>
 #include <vector>
 
+#include "format.h"
+
 namespace loopwatch {
 namespace {
 
@@ -27,37 +28,28 @@ using prometheus::MetricFamily;
 using prometheus::MetricType;
 using Labels = std::vector<ClientMetric::Label>;
 
-constexpr double kNsPerSec = 1e9;
-constexpr uint64_t kLagBoundsNs[LW_LAG_FINITE_BOUNDS] = LW_LAG_BOUNDS_NS_INIT;
 constexpr int kFixedCodeValues[] = {200, 503};
-
-// The states a loop is exported in (gone loops are not exported).
-constexpr LoopState kExportedStates[] = {LoopState::kStarting, LoopState::kLive,
-                                         LoopState::kLagging, LoopState::kStalled,
-                                         LoopState::kDead};
 constexpr SegmentStatus kSegmentStatuses[] = {
     SegmentStatus::kOk,      SegmentStatus::kMissing,
     SegmentStatus::kNotInitialised, SegmentStatus::kBadMagic,
     SegmentStatus::kVersionMismatch, SegmentStatus::kCorrupt,
     SegmentStatus::kError};
 
-double Sec(int64_t ns) { return double(ns) / kNsPerSec; }
-
 // The upper bound of lag bucket b, in seconds (+Inf for the last).
 double LagBound(unsigned b) {
-  return b < LW_LAG_FINITE_BOUNDS ? double(kLagBoundsNs[b]) / kNsPerSec
-                                  : std::numeric_limits<double>::infinity();
+  const int64_t ns = LagBucketUpperNs(b);
+  return ns >= 0 ? Seconds(ns) : std::numeric_limits<double>::infinity();
 }
+
+// Counts of nanoseconds from the segment, which may exceed INT64_MAX.
+double SecondsOf(uint64_t ns) { return double(ns) / 1e9; }
 
 bool Up(LoopState s) {
   return s == LoopState::kStarting || s == LoopState::kLive ||
          s == LoopState::kLagging;
 }
 
-// ---- the per-loop families, in exposition order. Both Collect() (as
-// prometheus-cpp objects) and Render() (as text, directly) are driven by this
-// table and by LoopValue(), so the two cannot disagree on names, help texts,
-// order or values; a test holds their outputs byte for byte equal.
+// ---- the per-loop families, in exposition order.
 enum LoopFamilyId {
   kUp,
   kState,       // one series per kExportedStates, label "state"
@@ -72,13 +64,9 @@ enum LoopFamilyId {
   kLoopFamilies
 };
 
-struct LoopFamilyDef {
-  const char* name;
-  const char* help;
-  MetricType type;
-};
+}  // namespace
 
-const LoopFamilyDef kLoopFamilyDefs[kLoopFamilies] = {
+const LoopFamilyDef kLoopFamilyDefs[kLoopFamilyCount] = {
     {"loopwatch_loop_up",
      "1 while the loop beats (starting, live, lagging), 0 when stalled or dead.",
      MetricType::Gauge},
@@ -107,14 +95,18 @@ const LoopFamilyDef kLoopFamilyDefs[kLoopFamilies] = {
      MetricType::Gauge},
 };
 
+namespace {
+
+static_assert(kLoopFamilies == kLoopFamilyCount, "one definition per family");
+
 // The value of a one-series-per-loop family (not kState, kLag, kLoopStalls).
 double LoopValue(LoopFamilyId f, const LoopView& l) {
   switch (f) {
     case kUp: return Up(l.state) ? 1 : 0;
-    case kAge: return Sec(l.heartbeat_age_ns);
-    case kLagMax: return double(l.lag_max_ns) / kNsPerSec;
+    case kAge: return Seconds(l.heartbeat_age_ns);
+    case kLagMax: return SecondsOf(l.lag_max_ns);
     case kBeats: return double(l.beats);
-    case kStallSecs: return l.stall_open ? Sec(l.stall.duration_ns) : 0;
+    case kStallSecs: return l.stall_open ? Seconds(l.stall.duration_ns) : 0;
     case kReady: return l.ready ? 1 : 0;
     case kFailing: return l.failing_liveness ? 1 : 0;
     case kState:
@@ -126,34 +118,7 @@ double LoopValue(LoopFamilyId f, const LoopView& l) {
 }
 
 
-// The exposition format is UTF-8: a loop name is whatever bytes the segment
-// held, so invalid sequences become U+FFFD. (Quotes, backslashes and line
-// feeds are escaped by the serializer.)
-std::string Utf8Label(const std::string& s) {
-  bool clean = true;
-  for (unsigned char c : s) {
-    if (c >= 0x80) {
-      clean = false;
-      break;
-    }
-  }
-  if (clean) return s;
-  std::string out;
-  out.reserve(s.size() + 8);
-  for (size_t i = 0; i < s.size();) {
-    size_t n = Utf8SequenceLength(s, i);
-    if (n == 0) {
-      out += "\xEF\xBF\xBD";
-      i++;
-    } else {
-      out.append(s, i, n);
-      i += n;
-    }
-  }
-  return out;
-}
-
-// ---- text formatting shared by WriteText() and the per-loop writer.
+// ---- text formatting of the per-loop writer.
 
 void AppendEscaped(std::string_view v, std::string* out) {
   size_t start = 0;
@@ -218,22 +183,6 @@ const char* TypeName(MetricType t) {
     case MetricType::Histogram: return "histogram";
   }
   return "untyped";
-}
-
-void AppendHelpAndType(const std::string& name, const std::string& help,
-                       MetricType type, std::string* out) {
-  if (!help.empty()) {
-    *out += "# HELP ";
-    *out += name;
-    out->push_back(' ');
-    *out += help;
-    out->push_back('\n');
-  }
-  *out += "# TYPE ";
-  *out += name;
-  out->push_back(' ');
-  *out += TypeName(type);
-  out->push_back('\n');
 }
 
 // ---- the per-loop families as text, written straight into the output.
@@ -326,12 +275,14 @@ const LoopConstants& Constants() {
   return c;
 }
 
-// AppendEscaped(Utf8Label(v)) without the copy: a name is usually ASCII
-// without anything to escape, appended as is.
+// A label value as the exposition format wants it: UTF-8 (a loop name is
+// whatever bytes the segment held: invalid ones become U+FFFD), with quotes,
+// backslashes and line feeds escaped. A name is usually plain ASCII,
+// appended as it is.
 void AppendLabelValue(const std::string& v, std::string* out) {
   for (unsigned char c : v) {
     if (c >= 0x80 || c == '\n' || c == '\\' || c == '"') {
-      AppendEscaped(Utf8Label(v), out);
+      AppendEscaped(ValidUtf8(v), out);
       return;
     }
   }
@@ -444,7 +395,7 @@ void WriteLoops(const View& view, std::string* out) {
           c.PutUint(total);
           c.Put('\n');
           head(sum, i, "");
-          c.PutDouble(double(l.lag_sum_ns) / kNsPerSec);
+          c.PutDouble(SecondsOf(l.lag_sum_ns));
           c.Put('\n');
           // The buckets are the histogram: +Inf and _count agree by
           // construction (the last bucket is +Inf).
@@ -469,7 +420,7 @@ void WriteLoops(const View& view, std::string* out) {
   }
 }
 
-// ---- the same families as prometheus-cpp objects, for Collect().
+// ---- the sidecar-wide families, as prometheus-cpp objects.
 
 MetricFamily NewFamily(const char* name, const char* help, MetricType type) {
   MetricFamily f;
@@ -479,90 +430,16 @@ MetricFamily NewFamily(const char* name, const char* help, MetricType type) {
   return f;
 }
 
-void AddGauge(MetricFamily* f, Labels labels, double v) {
-  ClientMetric m;
-  m.label = std::move(labels);
-  m.gauge.value = v;
-  f->metric.push_back(std::move(m));
-}
-
-void AddCounter(MetricFamily* f, Labels labels, double v) {
-  ClientMetric m;
-  m.label = std::move(labels);
-  m.counter.value = v;
-  f->metric.push_back(std::move(m));
-}
-
+// Adds a series of a gauge or counter family.
 void AddValue(MetricFamily* f, Labels labels, double v) {
+  ClientMetric m;
+  m.label = std::move(labels);
   if (f->type == MetricType::Counter) {
-    AddCounter(f, std::move(labels), v);
+    m.counter.value = v;
   } else {
-    AddGauge(f, std::move(labels), v);
+    m.gauge.value = v;
   }
-}
-
-Labels With(const Labels& base, const char* name, std::string value) {
-  Labels l;
-  l.reserve(base.size() + 1);
-  l = base;
-  l.push_back({name, std::move(value)});
-  return l;
-}
-
-void CollectLoops(const View& view, std::vector<MetricFamily>* fams) {
-  std::vector<const LoopView*> loops;
-  std::vector<Labels> base;
-  for (const LoopView& l : view.loops) {
-    if (l.state == LoopState::kGone) continue;
-    loops.push_back(&l);
-    base.push_back({{"loop", Utf8Label(l.name)},
-                    {"slot", std::to_string(l.slot)},
-                    {"kind", Utf8Label(l.kind)},
-                    {"pid", std::to_string(l.pid)}});
-  }
-  for (int fi = 0; fi < kLoopFamilies; fi++) {
-    const auto f = LoopFamilyId(fi);
-    const LoopFamilyDef& def = kLoopFamilyDefs[fi];
-    MetricFamily fam = NewFamily(def.name, def.help, def.type);
-    for (size_t i = 0; i < loops.size(); i++) {
-      const LoopView& l = *loops[i];
-      switch (f) {
-        case kState:
-          for (LoopState s : kExportedStates) {
-            AddGauge(&fam, With(base[i], "state", LoopStateName(s)), l.state == s ? 1 : 0);
-          }
-          break;
-        case kLoopStalls:
-          for (int s = 0; s < kStallClasses; s++) {
-            AddCounter(&fam, With(base[i], "class", StallClassName(StallClass(s))),
-                       double(l.stalls[size_t(s)]));
-          }
-          break;
-        case kLag: {
-          ClientMetric m;
-          m.label = base[i];
-          auto& h = m.histogram;
-          h.bucket.reserve(LW_LAG_BUCKETS);
-          uint64_t run = 0;
-          for (unsigned b = 0; b < LW_LAG_BUCKETS; b++) {
-            run += l.lag_bucket[b];
-            ClientMetric::Bucket bk;
-            bk.cumulative_count = run;
-            bk.upper_bound = LagBound(b);
-            h.bucket.push_back(bk);
-          }
-          h.sample_count = run;
-          h.sample_sum = double(l.lag_sum_ns) / kNsPerSec;
-          fam.metric.push_back(std::move(m));
-          break;
-        }
-        default:
-          AddValue(&fam, base[i], LoopValue(f, l));
-          break;
-      }
-    }
-    fams->push_back(std::move(fam));
-  }
+  f->metric.push_back(std::move(m));
 }
 
 }  // namespace
@@ -616,24 +493,12 @@ std::string SidecarMetrics::Render(const View& view, const Hold& hold,
                                    int64_t now_ns) const {
   std::string out;
   WriteLoops(view, &out);
-  // The rest is some 80 lines: prometheus-cpp objects and WriteText(), into
-  // the room WriteLoops() left.
-  WriteText(CollectSidecarWide(view, hold, now_ns), &out);
+  out += prometheus::TextSerializer().Serialize(SidecarWide(view, hold, now_ns));
   return out;
 }
 
-std::vector<MetricFamily> SidecarMetrics::Collect(const View& view, const Hold& hold,
-                                                  int64_t now_ns) const {
-  std::vector<MetricFamily> fams;
-  fams.reserve(40);
-  CollectLoops(view, &fams);
-  for (auto& f : CollectSidecarWide(view, hold, now_ns)) fams.push_back(std::move(f));
-  return fams;
-}
-
-std::vector<MetricFamily> SidecarMetrics::CollectSidecarWide(const View& view,
-                                                             const Hold& hold,
-                                                             int64_t now_ns) const {
+std::vector<MetricFamily> SidecarMetrics::SidecarWide(const View& view, const Hold& hold,
+                                                      int64_t now_ns) const {
   std::vector<MetricFamily> fams;
   fams.reserve(32);
   {
@@ -646,7 +511,7 @@ std::vector<MetricFamily> SidecarMetrics::CollectSidecarWide(const View& view,
     auto f = NewFamily("loopwatch_loops", "Loops in the segment, by state.",
                     MetricType::Gauge);
     for (size_t i = 0; i < std::size(kExportedStates); i++) {
-      AddGauge(&f, {{"state", LoopStateName(kExportedStates[i])}},
+      AddValue(&f, {{"state", LoopStateName(kExportedStates[i])}},
                double(by_state[i]));
     }
     fams.push_back(std::move(f));
@@ -656,7 +521,7 @@ std::vector<MetricFamily> SidecarMetrics::CollectSidecarWide(const View& view,
                     "Stalls of all loops since the sidecar started, by class.",
                     MetricType::Counter);
     for (int c = 0; c < kStallClasses; c++) {
-      AddCounter(&f, {{"class", StallClassName(StallClass(c))}},
+      AddValue(&f, {{"class", StallClassName(StallClass(c))}},
                  double(view.stalls_total[size_t(c)]));
     }
     fams.push_back(std::move(f));
@@ -698,12 +563,12 @@ std::vector<MetricFamily> SidecarMetrics::CollectSidecarWide(const View& view,
          MetricType::Counter, double(view.reports_suppressed_total));
   scalar("loopwatch_poll_lateness_seconds",
          "How late the sidecar's last poll woke (large: the pod was paused).",
-         MetricType::Gauge, Sec(view.last_poll_lateness_ns));
+         MetricType::Gauge, Seconds(view.last_poll_lateness_ns));
   scalar("loopwatch_polls_total", "Segment polls since the sidecar started.",
          MetricType::Counter, double(view.poll));
   scalar("loopwatch_view_age_seconds",
          "Age of the snapshot the sidecar answers from.", MetricType::Gauge,
-         Sec(now_ns > view.taken_ns ? now_ns - view.taken_ns : 0));
+         Seconds(now_ns > view.taken_ns ? now_ns - view.taken_ns : 0));
   {
     Hold::State hs = hold.Snapshot();
     const bool active = now_ns < hs.until_ns;
@@ -713,7 +578,7 @@ std::vector<MetricFamily> SidecarMetrics::CollectSidecarWide(const View& view,
            MetricType::Gauge, active ? 1 : 0);
     scalar("loopwatch_hold_remaining_seconds",
            "Seconds until the current hold expires; 0 if none.",
-           MetricType::Gauge, active ? Sec(hs.until_ns - now_ns) : 0);
+           MetricType::Gauge, active ? Seconds(hs.until_ns - now_ns) : 0);
   }
   scalar("loopwatch_segment_errors_total",
          "Times the segment became unreadable (missing, corrupt, ...).",
@@ -722,7 +587,7 @@ std::vector<MetricFamily> SidecarMetrics::CollectSidecarWide(const View& view,
     auto f = NewFamily("loopwatch_segment_status",
                     "The segment's status, one-hot.", MetricType::Gauge);
     for (SegmentStatus s : kSegmentStatuses) {
-      AddGauge(&f, {{"status", SegmentStatusName(s)}},
+      AddValue(&f, {{"status", SegmentStatusName(s)}},
                view.segment == s ? 1 : 0);
     }
     fams.push_back(std::move(f));
@@ -733,7 +598,7 @@ std::vector<MetricFamily> SidecarMetrics::CollectSidecarWide(const View& view,
     auto f = NewFamily("loopwatch_build_info",
                     "The sidecar's version and the segment format it reads.",
                     MetricType::Gauge);
-    AddGauge(&f,
+    AddValue(&f,
              {{"version", LOOPWATCH_VERSION},
               {"format_version", std::to_string(LW_SEG_VERSION_MAJOR) + "." +
                                      std::to_string(LW_SEG_VERSION_MINOR)}},
@@ -748,122 +613,6 @@ std::vector<MetricFamily> SidecarMetrics::CollectSidecarWide(const View& view,
     fams.push_back(std::move(f));
   }
   return fams;
-}
-
-// ---------------------------------------------------------------------------
-// The text format, as prometheus-cpp's TextSerializer writes it: HELP and
-// TYPE lines, label values escaped (backslash, quote, line feed), doubles as
-// "%.16g" (integral values print as integers either way), histograms as
-// _count, _sum, then the _bucket lines with +Inf added when missing, and
-// timestamps when set.
-
-namespace {
-
-void AppendTail(const ClientMetric& m, std::string* out) {
-  if (m.timestamp_ms != 0) {
-    out->push_back(' ');
-    AppendInt(m.timestamp_ms, out);
-  }
-  out->push_back('\n');
-}
-
-// name + suffix + {labels[,extra]} + ' '. `extra_value` is already escaped.
-void AppendHead(const MetricFamily& f, const ClientMetric& m, const char* suffix,
-                const char* extra_name, const std::string& extra_value,
-                std::string* out) {
-  *out += f.name;
-  *out += suffix;
-  if (!m.label.empty() || extra_name != nullptr) {
-    out->push_back('{');
-    const char* sep = "";
-    for (const auto& l : m.label) {
-      *out += sep;
-      *out += l.name;
-      *out += "=\"";
-      AppendEscaped(l.value, out);
-      out->push_back('"');
-      sep = ",";
-    }
-    if (extra_name != nullptr) {
-      *out += sep;
-      *out += extra_name;
-      *out += "=\"";
-      *out += extra_value;
-      out->push_back('"');
-    }
-    out->push_back('}');
-  }
-  out->push_back(' ');
-}
-
-}  // namespace
-
-void WriteText(const std::vector<MetricFamily>& families, std::string* out) {
-  static const std::string kNone;
-  static const std::string kInf = "+Inf";
-  // Bucket bounds repeat for every series: each distinct one is formatted once.
-  std::vector<std::pair<double, std::string>> bounds;
-  auto bound = [&bounds](double v) -> const std::string& {
-    for (const auto& [d, s] : bounds) {
-      if (d == v) return s;
-    }
-    std::string s;
-    AppendDouble(v, &s);
-    bounds.emplace_back(v, std::move(s));
-    return bounds.back().second;
-  };
-  for (const MetricFamily& f : families) {
-    AppendHelpAndType(f.name, f.help, f.type, out);
-    for (const ClientMetric& m : f.metric) {
-      switch (f.type) {
-        case MetricType::Counter:
-        case MetricType::Gauge:
-        case MetricType::Untyped:
-          AppendHead(f, m, "", nullptr, kNone, out);
-          AppendDouble(f.type == MetricType::Counter ? m.counter.value
-                       : f.type == MetricType::Gauge ? m.gauge.value
-                                                     : m.untyped.value,
-                       out);
-          AppendTail(m, out);
-          break;
-        case MetricType::Summary:
-          AppendHead(f, m, "_count", nullptr, kNone, out);
-          AppendInt(m.summary.sample_count, out);
-          AppendTail(m, out);
-          AppendHead(f, m, "_sum", nullptr, kNone, out);
-          AppendDouble(m.summary.sample_sum, out);
-          AppendTail(m, out);
-          for (const auto& q : m.summary.quantile) {
-            AppendHead(f, m, "", "quantile", bound(q.quantile), out);
-            AppendDouble(q.value, out);
-            AppendTail(m, out);
-          }
-          break;
-        case MetricType::Histogram: {
-          const auto& h = m.histogram;
-          AppendHead(f, m, "_count", nullptr, kNone, out);
-          AppendInt(h.sample_count, out);
-          AppendTail(m, out);
-          AppendHead(f, m, "_sum", nullptr, kNone, out);
-          AppendDouble(h.sample_sum, out);
-          AppendTail(m, out);
-          double last = -std::numeric_limits<double>::infinity();
-          for (const auto& b : h.bucket) {
-            AppendHead(f, m, "_bucket", "le", bound(b.upper_bound), out);
-            last = b.upper_bound;
-            AppendInt(b.cumulative_count, out);
-            AppendTail(m, out);
-          }
-          if (last != std::numeric_limits<double>::infinity()) {
-            AppendHead(f, m, "_bucket", "le", kInf, out);
-            AppendInt(h.sample_count, out);
-            AppendTail(m, out);
-          }
-          break;
-        }
-      }
-    }
-  }
 }
 
 }  // namespace loopwatch

@@ -2,17 +2,10 @@
 #include "monitor.h"
 
 #include <pthread.h>
-#include <time.h>
 
 #include <chrono>
 
 namespace loopwatch {
-
-int64_t MonotonicNowNs() {
-  struct timespec ts;
-  clock_gettime(CLOCK_MONOTONIC, &ts);
-  return int64_t(ts.tv_sec) * 1000000000 + ts.tv_nsec;
-}
 
 Monitor::Monitor(const Config& config, EventSink sink)
     : config_(config),

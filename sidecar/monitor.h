@@ -14,14 +14,12 @@
 #include <thread>
 #include <vector>
 
+#include "clock.h"
 #include "config.h"
 #include "health.h"
 #include "reader.h"
 
 namespace loopwatch {
-
-// CLOCK_MONOTONIC in nanoseconds: the clock the library stamps beats with.
-int64_t MonotonicNowNs();
 
 class Monitor {
  public:

@@ -1,39 +1,18 @@
 // SPDX-License-Identifier: Apache-2.0
 #include "probes.h"
 
-#include <cinttypes>
-#include <cstdio>
-
+#include "format.h"
 #include "json.h"
 
 namespace loopwatch {
 namespace {
 
 constexpr int64_t kNsPerSec = 1000000000;
-constexpr uint64_t kLagBoundsNs[LW_LAG_FINITE_BOUNDS] = LW_LAG_BOUNDS_NS_INIT;
 constexpr const char* kTextType = "text/plain; charset=utf-8";
 constexpr const char* kJsonType = "application/json";
 
-double Sec(int64_t ns) { return double(ns) / kNsPerSec; }
-
-// "350ms" below a second, "6.2s" above: the style of the verdict reasons.
-std::string Short(int64_t ns) {
-  char buf[32];
-  if (ns < 0) ns = 0;
-  if (ns < kNsPerSec) {
-    snprintf(buf, sizeof buf, "%" PRId64 "ms", ns / 1000000);
-  } else {
-    snprintf(buf, sizeof buf, "%.1fs", Sec(ns));
-  }
-  return buf;
-}
-
 // Seconds with millisecond precision, for per-loop detail lines.
-std::string Fixed(int64_t ns) {
-  char buf[32];
-  snprintf(buf, sizeof buf, "%.3fs", Sec(ns));
-  return buf;
-}
+std::string Fixed(int64_t ns) { return DecimalSeconds(ns) + "s"; }
 
 const Verdict& VerdictOf(Probe p, const View& v) {
   switch (p) {
@@ -46,10 +25,6 @@ const Verdict& VerdictOf(Probe p, const View& v) {
 
 const char* ModeName(Mode m) { return m == Mode::kObserve ? "observe" : "enforce"; }
 
-
-int64_t ViewAge(const View& v, int64_t now_ns) {
-  return now_ns > v.taken_ns ? now_ns - v.taken_ns : 0;
-}
 
 void SegmentJson(const View& v, JsonWriter* w) {
   w->Key("segment").BeginObject();
@@ -67,12 +42,12 @@ void StallJson(const StallRecord& s, bool open, JsonWriter* w) {
   w->BeginObject();
   w->Field("id", s.id);
   w->Field("class", StallClassName(s.stall_class));
-  w->Field("seconds", Sec(s.duration_ns));
+  w->Field("seconds", Seconds(s.duration_ns));
   w->Field("open", open);
   w->Field("has_report", s.has_report);
   w->Field("syscall", s.syscall);
   w->Field("wchan", s.wchan);
-  w->Field("cpu_seconds", Sec(s.loop_cpu_ns));
+  w->Field("cpu_seconds", Seconds(s.loop_cpu_ns));
   w->Field("activity", s.activity);
   w->EndObject();
 }
@@ -82,7 +57,7 @@ void LagP99(const LoopView& l, JsonWriter* w) {
   if (l.lag_p99_ns < 0) {
     w->Null();
   } else {
-    w->Double(Sec(l.lag_p99_ns));
+    w->Double(Seconds(l.lag_p99_ns));
   }
 }
 
@@ -94,8 +69,8 @@ void ProbeLoopJson(const LoopView& l, JsonWriter* w) {
   w->Field("kind", l.kind);
   w->Field("pid", l.pid);
   w->Field("state", LoopStateName(l.state));
-  w->Field("heartbeat_age_seconds", Sec(l.heartbeat_age_ns));
-  w->Field("lag_seconds", Sec(l.lag_ns));
+  w->Field("heartbeat_age_seconds", Seconds(l.heartbeat_age_ns));
+  w->Field("lag_seconds", Seconds(l.lag_ns));
   LagP99(l, w);
   w->Field("ready", l.ready);
   w->Field("failing_liveness", l.failing_liveness);
@@ -103,7 +78,7 @@ void ProbeLoopJson(const LoopView& l, JsonWriter* w) {
   if (l.stall_open) {
     w->BeginObject();
     w->Field("class", StallClassName(l.stall.stall_class));
-    w->Field("seconds", Sec(l.stall.duration_ns));
+    w->Field("seconds", Seconds(l.stall.duration_ns));
     w->Field("syscall", l.stall.syscall);
     w->Field("activity", l.stall.activity);
     w->EndObject();
@@ -133,40 +108,6 @@ std::string LoopLine(const LoopView& l) {
 
 }  // namespace
 
-// ---------------------------------------------------------------- Hold
-
-void Hold::Set(int64_t now_ns, int64_t until_ns, std::string reason) {
-  {
-    std::lock_guard<std::mutex> lock(mu_);
-    reason_ = std::move(reason);
-    set_ns_ = now_ns;
-    count_.fetch_add(1, std::memory_order_relaxed);
-    until_ns_.store(until_ns, std::memory_order_release);
-  }
-}
-
-void Hold::Clear() {
-  std::lock_guard<std::mutex> lock(mu_);
-  until_ns_.store(0, std::memory_order_release);
-  reason_.clear();
-  set_ns_ = 0;
-}
-
-std::string Hold::reason() const {
-  std::lock_guard<std::mutex> lock(mu_);
-  return reason_;
-}
-
-Hold::State Hold::Snapshot() const {
-  std::lock_guard<std::mutex> lock(mu_);
-  State s;
-  s.until_ns = until_ns_.load(std::memory_order_acquire);
-  s.set_ns = set_ns_;
-  s.reason = reason_;
-  s.count = count_.load(std::memory_order_relaxed);
-  return s;
-}
-
 // ---------------------------------------------------------------- helpers
 
 const char* ProbeName(Probe p) {
@@ -176,15 +117,6 @@ const char* ProbeName(Probe p) {
     case Probe::kStartup: return "startupz";
   }
   return "livez";
-}
-
-std::string OneLine(const std::string& s) {
-  std::string out = s;
-  for (char& c : out) {
-    unsigned char u = static_cast<unsigned char>(c);
-    if (u < 0x20 || u == 0x7F) c = '?';
-  }
-  return out;
 }
 
 bool ViewIsStale(const View& view, int64_t now_ns, const Config& config) {
@@ -217,17 +149,17 @@ ProbeResponse AnswerProbe(Probe probe, const View& view, const Config& config,
     line = "ok (observe mode; would fail: " + reason + ")";
   } else if (hold_active) {
     r.status = 200;
-    line = "ok (held for another " + Short(held.until_ns - now_ns) + ": " +
+    line = "ok (held for another " + HumanDuration(held.until_ns - now_ns) + ": " +
            OneLine(held.reason) + "; would fail: " + reason + ")";
   } else {
     r.status = 503;
     line = reason;
   }
   if (verdict.ok && hold_active) {
-    line += " (hold active for another " + Short(held.until_ns - now_ns) + ")";
+    line += " (hold active for another " + HumanDuration(held.until_ns - now_ns) + ")";
   }
   const bool stale = ViewIsStale(view, now_ns, config);
-  if (stale) line += " (view is " + Short(ViewAge(view, now_ns)) + " old)";
+  if (stale) line += " (view is " + HumanDuration(ViewAge(view, now_ns)) + " old)";
 
   if (detail_json) {
     JsonWriter w;
@@ -242,13 +174,13 @@ ProbeResponse AnswerProbe(Probe probe, const View& view, const Config& config,
     w.Key("hold");
     if (hold_active) {
       w.BeginObject();
-      w.Field("remaining_seconds", Sec(held.until_ns - now_ns));
+      w.Field("remaining_seconds", Seconds(held.until_ns - now_ns));
       w.Field("reason", held.reason);
       w.EndObject();
     } else {
       w.Null();
     }
-    w.Field("view_age_seconds", Sec(ViewAge(view, now_ns)));
+    w.Field("view_age_seconds", Seconds(ViewAge(view, now_ns)));
     w.Field("stale", stale);
     w.Field("poll", view.poll);
     SegmentJson(view, &w);
@@ -286,12 +218,12 @@ ProbeResponse HealthzResponse(const View& view, int64_t now_ns,
   const int64_t age = ViewAge(view, now_ns);
   if (ViewIsStale(view, now_ns, config)) {
     r.status = 503;
-    r.body = "poll thread stuck: last poll " + Short(age) + " ago (poll_interval " +
+    r.body = "poll thread stuck: last poll " + HumanDuration(age) + " ago (poll_interval " +
              FormatDuration(config.poll_interval) + ")\n";
     return r;
   }
   r.status = 200;
-  r.body = "ok: poll " + std::to_string(view.poll) + " " + Short(age) +
+  r.body = "ok: poll " + std::to_string(view.poll) + " " + HumanDuration(age) +
            " ago, segment " + SegmentStatusName(view.segment) + ", " +
            std::to_string(view.loops.size()) + " loops\n";
   return r;
@@ -302,7 +234,7 @@ ProbeResponse HealthzResponse(const View& view, int64_t now_ns,
 std::string LoopsJson(const View& view, int64_t now_ns) {
   JsonWriter w;
   w.BeginObject();
-  w.Field("view_age_seconds", Sec(ViewAge(view, now_ns)));
+  w.Field("view_age_seconds", Seconds(ViewAge(view, now_ns)));
   w.Field("poll", view.poll);
   SegmentJson(view, &w);
   w.Key("verdicts").BeginObject();
@@ -327,15 +259,15 @@ std::string LoopsJson(const View& view, int64_t now_ns) {
     w.Field("state", LoopStateName(l.state));
     w.Field("ready", l.ready);
     w.Field("failing_liveness", l.failing_liveness);
-    w.Field("interval_seconds", Sec(l.interval_ns));
-    w.Field("heartbeat_age_seconds", Sec(l.heartbeat_age_ns));
+    w.Field("interval_seconds", Seconds(l.interval_ns));
+    w.Field("heartbeat_age_seconds", Seconds(l.heartbeat_age_ns));
     w.Field("beats", l.beats);
-    w.Field("lag_seconds", Sec(l.lag_ns));
+    w.Field("lag_seconds", Seconds(l.lag_ns));
     LagP99(l, &w);
-    w.Field("lag_max_seconds", Sec(int64_t(l.lag_max_ns)));
+    w.Field("lag_max_seconds", Seconds(int64_t(l.lag_max_ns)));
     w.Field("activity", l.activity);
     if (l.state == LoopState::kDead) {
-      w.Field("dead_seconds", Sec(view.taken_ns - l.dead_since_ns));
+      w.Field("dead_seconds", Seconds(view.taken_ns - l.dead_since_ns));
     }
     w.Key("stalls").BeginObject();
     for (int c = 0; c < kStallClasses; c++) {
@@ -356,7 +288,7 @@ std::string LoopsJson(const View& view, int64_t now_ns) {
       run += l.lag_bucket[b];
       w.BeginObject();
       if (b < LW_LAG_FINITE_BOUNDS) {
-        w.Field("le", Sec(int64_t(kLagBoundsNs[b])));
+        w.Field("le", Seconds(LagBucketUpperNs(b)));
       } else {
         w.Field("le", "+Inf");
       }
@@ -365,7 +297,7 @@ std::string LoopsJson(const View& view, int64_t now_ns) {
     }
     w.EndArray();
     w.Field("count", run);
-    w.Field("sum_seconds", Sec(int64_t(l.lag_sum_ns)));
+    w.Field("sum_seconds", Seconds(int64_t(l.lag_sum_ns)));
     w.EndObject();
     w.EndObject();
   }
@@ -379,7 +311,7 @@ std::string LoopsJson(const View& view, int64_t now_ns) {
 std::string StallsJson(const View& view, int64_t now_ns) {
   JsonWriter w;
   w.BeginObject();
-  w.Field("view_age_seconds", Sec(ViewAge(view, now_ns)));
+  w.Field("view_age_seconds", Seconds(ViewAge(view, now_ns)));
   w.Key("totals").BeginObject();
   for (int c = 0; c < kStallClasses; c++) {
     w.Field(StallClassName(StallClass(c)), view.stalls_total[size_t(c)]);
@@ -406,19 +338,19 @@ std::string StallsJson(const View& view, int64_t now_ns) {
     w.Field("pid", cur->pid);
     w.Field("class", StallClassName(cur->stall_class));
     w.Field("open", open);
-    w.Field("duration_seconds", Sec(cur->duration_ns));
-    w.Field("started_seconds_ago", Sec(now_ns - cur->started_ns));
+    w.Field("duration_seconds", Seconds(cur->duration_ns));
+    w.Field("started_seconds_ago", Seconds(now_ns - cur->started_ns));
     w.Key("ended_seconds_ago");
     if (open || cur->ended_ns == 0) {
       w.Null();
     } else {
-      w.Double(Sec(now_ns - cur->ended_ns));
+      w.Double(Seconds(now_ns - cur->ended_ns));
     }
     w.Field("started_ns", cur->started_ns);
     w.Field("ended_ns", cur->ended_ns);
     w.Field("syscall", cur->syscall);
     w.Field("wchan", cur->wchan);
-    w.Field("cpu_seconds", Sec(cur->loop_cpu_ns));
+    w.Field("cpu_seconds", Seconds(cur->loop_cpu_ns));
     w.Field("activity", cur->activity);
     w.Field("has_report", cur->has_report);
     w.Field("summary", DescribeStall(*cur));
@@ -440,7 +372,7 @@ std::string HoldJson(const Hold& hold, const Config& config, int64_t now_ns) {
   w.Field("active", active);
   w.Key("remaining_seconds");
   if (active) {
-    w.Double(Sec(s.until_ns - now_ns));
+    w.Double(Seconds(s.until_ns - now_ns));
   } else {
     w.Null();
   }
@@ -452,12 +384,12 @@ std::string HoldJson(const Hold& hold, const Config& config, int64_t now_ns) {
   }
   w.Key("set_seconds_ago");
   if (active && s.set_ns > 0) {
-    w.Double(Sec(now_ns - s.set_ns));
+    w.Double(Seconds(now_ns - s.set_ns));
   } else {
     w.Null();
   }
   w.Field("holds_total", s.count);
-  w.Field("max_hold_seconds", Sec(config.max_hold.count()));
+  w.Field("max_hold_seconds", Seconds(config.max_hold.count()));
   w.EndObject();
   std::string out = w.Take();
   out += '\n';

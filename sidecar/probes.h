@@ -16,48 +16,14 @@
 #ifndef LOOPWATCH_SIDECAR_PROBES_H_
 #define LOOPWATCH_SIDECAR_PROBES_H_
 
-#include <atomic>
 #include <cstdint>
-#include <mutex>
 #include <string>
 
 #include "config.h"
-#include "health.h"
+#include "hold.h"
+#include "model.h"
 
 namespace loopwatch {
-
-// A time-limited override that makes /livez pass, to stop a restart loop
-// while someone debugs. Set and cleared on the admin port; expires by itself
-// (Active() compares the time). Thread-safe; Active() is lock-free.
-class Hold {
- public:
-  struct State {
-    int64_t until_ns = 0;  // CLOCK_MONOTONIC; 0: never set or cleared
-    int64_t set_ns = 0;    // when it was set
-    std::string reason;
-    uint64_t count = 0;    // holds set over the sidecar's life
-  };
-
-  // Holds /livez until `until_ns`, replacing any previous hold.
-  void Set(int64_t now_ns, int64_t until_ns, std::string reason);
-  void Clear();
-  bool Active(int64_t now_ns) const {
-    return now_ns < until_ns_.load(std::memory_order_acquire);
-  }
-  int64_t until_ns() const { return until_ns_.load(std::memory_order_acquire); }
-  std::string reason() const;
-  // Holds set over the sidecar's life (exported as loopwatch_holds_total).
-  uint64_t count() const { return count_.load(std::memory_order_relaxed); }
-  // until, reason and count as one consistent copy.
-  State Snapshot() const;
-
- private:
-  std::atomic<int64_t> until_ns_{0};
-  std::atomic<uint64_t> count_{0};
-  mutable std::mutex mu_;  // guards reason_ and set_ns_ (admin-only path)
-  std::string reason_;
-  int64_t set_ns_ = 0;
-};
 
 struct ProbeResponse {
   int status = 200;
@@ -95,9 +61,6 @@ std::string HoldJson(const Hold& hold, const Config& config, int64_t now_ns);
 
 // True when the view is older than the poll thread's deadline.
 bool ViewIsStale(const View& view, int64_t now_ns, const Config& config);
-
-// Text safe for a one-line plain body: control characters become '?'.
-std::string OneLine(const std::string& s);
 
 }  // namespace loopwatch
 

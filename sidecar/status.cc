@@ -1,62 +1,26 @@
 // SPDX-License-Identifier: Apache-2.0
 #include "status.h"
 
-#include <time.h>
-
 #include <algorithm>
 #include <chrono>
-#include <cinttypes>
-#include <cstdio>
 #include <thread>
 
+#include "clock.h"
 #include "config.h"
+#include "format.h"
 #include "health.h"
 #include "json.h"
 #include "reader.h"
 
-extern char** environ;
 
 namespace loopwatch {
 namespace {
 
 // Two snapshots this far apart give Health a beat-counter change to see.
 constexpr std::chrono::milliseconds kSecondLook(150);
-constexpr int64_t kMs = 1000000, kSec = 1000000000;
 
-int64_t NowNs() {
-  struct timespec ts;
-  clock_gettime(CLOCK_MONOTONIC, &ts);
-  return int64_t(ts.tv_sec) * kSec + ts.tv_nsec;
-}
-
-// 12ms, 6.2s, 4m05s, 2h10m.
-std::string Human(int64_t ns) {
-  if (ns < 0) return "-";
-  char buf[32];
-  if (ns < kSec) {
-    snprintf(buf, sizeof buf, "%" PRId64 "ms", ns / kMs);
-  } else if (ns < 60 * kSec) {
-    snprintf(buf, sizeof buf, "%.1fs", double(ns) / kSec);
-  } else if (ns < 3600 * kSec) {
-    snprintf(buf, sizeof buf, "%" PRId64 "m%02" PRId64 "s", ns / (60 * kSec),
-             ns / kSec % 60);
-  } else {
-    snprintf(buf, sizeof buf, "%" PRId64 "h%02" PRId64 "m", ns / (3600 * kSec),
-             ns / (60 * kSec) % 60);
-  }
-  return buf;
-}
-
-// Names come from the app's memory: keep the table one line per loop.
-std::string Printable(const std::string& s) {
-  std::string out;
-  for (char ch : s) {
-    unsigned char c = static_cast<unsigned char>(ch);
-    out.push_back(c < 0x20 || c == 0x7F ? '?' : ch);
-  }
-  return out.empty() ? "-" : out;
-}
-
+// A table cell of text from the app's memory: one line, "-" if empty.
+std::string Cell(const std::string& s) { return s.empty() ? "-" : OneLine(s); }
 
 std::string Detail(const LoopView& l) {
   std::string d;
@@ -69,7 +33,7 @@ std::string Detail(const LoopView& l) {
     case LoopState::kDead: d = "owner gone without closing"; break;
     case LoopState::kGone: d = "closed"; break;
     case LoopState::kStarting: d = "has not beaten yet"; break;
-    case LoopState::kLagging: d = "lag " + Human(l.lag_ns); break;
+    case LoopState::kLagging: d = "lag " + HumanDuration(l.lag_ns); break;
     case LoopState::kLive: break;
   }
   if (!l.ready && l.state != LoopState::kDead && l.state != LoopState::kGone) {
@@ -77,28 +41,14 @@ std::string Detail(const LoopView& l) {
   }
   if (!activity.empty() && l.state != LoopState::kGone) {
     d += std::string(d.empty() ? "" : ", ") + "activity \"" +
-         Printable(activity) + "\"";
+         OneLine(activity) + "\"";
   }
   return d;
 }
 
-// The loop's lag p99 since it opened, from its histogram in the segment (the
-// bucket's upper bound; the largest lag seen if it falls in the last one).
-// Two looks 150 ms apart are too short a window for a recent p99.
-int64_t LifetimeLagP99(const LoopView& l) {
-  static constexpr uint64_t kBounds[LW_LAG_FINITE_BOUNDS] = LW_LAG_BOUNDS_NS_INIT;
-  uint64_t total = 0;
-  for (unsigned b = 0; b < LW_LAG_BUCKETS; b++) total += l.lag_bucket[b];
-  if (total == 0) return -1;
-  uint64_t need = (total * 99 + 99) / 100, run = 0;
-  for (unsigned b = 0; b < LW_LAG_BUCKETS; b++) {
-    run += l.lag_bucket[b];
-    if (run >= need) {
-      return b < LW_LAG_FINITE_BOUNDS ? int64_t(kBounds[b]) : int64_t(l.lag_max_ns);
-    }
-  }
-  return int64_t(l.lag_max_ns);
-}
+// The loop's lag p99 since it opened, from its histogram in the segment:
+// two looks 150 ms apart are too short a window for a recent p99.
+int64_t LifetimeLagP99(const LoopView& l) { return LagP99Ns(l.lag_bucket, l.lag_max_ns); }
 
 // Stalls since the loop opened its slot: the library's own count, which
 // outlives this short look; what Health saw if the slot changed hands.
@@ -131,10 +81,10 @@ void PrintTable(const std::string& path, const HeaderSnapshot& h,
   rows.push_back({"SLOT", "NAME", "KIND", "PID", "STATE", "AGE", "LAG_P99",
                   "STALLS", "DETAIL"});
   for (const LoopView& l : v.loops) {
-    rows.push_back({std::to_string(l.slot), Printable(l.name),
-                    Printable(l.kind), std::to_string(l.pid),
-                    LoopStateName(l.state), Human(l.heartbeat_age_ns),
-                    Human(LifetimeLagP99(l)), std::to_string(StallCount(l, slots)),
+    rows.push_back({std::to_string(l.slot), Cell(l.name),
+                    Cell(l.kind), std::to_string(l.pid),
+                    LoopStateName(l.state), HumanDuration(l.heartbeat_age_ns),
+                    HumanDuration(LifetimeLagP99(l)), std::to_string(StallCount(l, slots)),
                     Detail(l)});
   }
   std::vector<size_t> width(rows[0].size(), 0);
@@ -154,7 +104,6 @@ void PrintTable(const std::string& path, const HeaderSnapshot& h,
 
 void PrintJson(const std::string& path, const HeaderSnapshot& h, const View& v,
                const std::vector<SlotSnapshot>& slots, std::ostream& out) {
-  auto secs = [](int64_t ns) { return double(ns) / kSec; };
   JsonWriter j;
   j.BeginObject();
   j.Field("segment", path);
@@ -170,12 +119,12 @@ void PrintJson(const std::string& path, const HeaderSnapshot& h, const View& v,
     j.Field("pid", l.pid);
     j.Field("state", LoopStateName(l.state));
     j.Field("ready", l.ready);
-    j.Field("heartbeat_age_seconds", secs(l.heartbeat_age_ns));
+    j.Field("heartbeat_age_seconds", Seconds(l.heartbeat_age_ns));
     int64_t p99 = LifetimeLagP99(l);
     j.Key("lag_p99_seconds");
-    if (p99 < 0) j.Null(); else j.Double(secs(p99));
-    j.Field("lag_seconds", secs(l.lag_ns));
-    j.Field("interval_seconds", secs(l.interval_ns));
+    if (p99 < 0) j.Null(); else j.Double(Seconds(p99));
+    j.Field("lag_seconds", Seconds(l.lag_ns));
+    j.Field("interval_seconds", Seconds(l.interval_ns));
     j.Field("beats", l.beats);
     j.Field("stalls", StallCount(l, slots));
     j.Field("activity", l.activity);
@@ -183,8 +132,8 @@ void PrintJson(const std::string& path, const HeaderSnapshot& h, const View& v,
     if (l.state == LoopState::kStalled) {
       j.BeginObject();
       j.Field("class", StallClassName(l.stall.stall_class));
-      j.Field("duration_seconds", secs(l.stall.duration_ns));
-      j.Field("loop_cpu_seconds", secs(l.stall.loop_cpu_ns));
+      j.Field("duration_seconds", Seconds(l.stall.duration_ns));
+      j.Field("loop_cpu_seconds", Seconds(l.stall.loop_cpu_ns));
       j.Field("syscall", l.stall.syscall);
       j.Field("wchan", l.stall.wchan);
       j.Field("activity", l.stall.activity);
@@ -237,19 +186,6 @@ std::string StatusHelp() {
          "Exit status: 0 shown, 1 segment unreadable, 2 bad arguments.\n";
 }
 
-int RunStatus(const std::vector<std::string>& args, std::ostream& out,
-              std::ostream& err) {
-  std::map<std::string, std::string> env;
-  for (char** e = environ; e && *e; e++) {
-    std::string kv = *e;
-    size_t eq = kv.find('=');
-    if (eq != std::string::npos && kv.compare(0, 10, "LOOPWATCH_") == 0) {
-      env[kv.substr(0, eq)] = kv.substr(eq + 1);
-    }
-  }
-  return RunStatus(args, env, out, err);
-}
-
 int RunStatus(const std::vector<std::string>& args,
               const std::map<std::string, std::string>& env, std::ostream& out,
               std::ostream& err) {
@@ -297,7 +233,7 @@ int RunStatus(const std::vector<std::string>& args,
       if (!hint.empty()) err << hint << "\n";
       return 1;
     }
-    view = health.Update(st, "", slots, NowNs(), 0, &events);
+    view = health.Update(st, "", slots, MonotonicNowNs(), 0, &events);
   }
   std::vector<LoopView> loops = view->loops;
   std::sort(loops.begin(), loops.end(),

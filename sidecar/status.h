@@ -18,16 +18,12 @@
 namespace loopwatch {
 
 // `loopwatch status [--segment PATH] [--json] [--SETTING VALUE]...`; `args`
-// are the arguments after `status`. Settings (--stall-after, ...) are read as
+// are the arguments after `status`, `env` the environment (ProcessEnvironment()). Settings (--stall-after, ...) are read as
 // `loopwatch run` reads them, environment and LOOPWATCH_CONFIG included, so
 // that in the sidecar's container the verdicts match the daemon's. Exit
 // code: 0 with a table (or --json object) on `out`; 1 if the segment cannot
 // be read (missing, not initialised, another version, corrupt), 2 for bad
 // flags; messages go to `err`.
-int RunStatus(const std::vector<std::string>& args, std::ostream& out,
-              std::ostream& err);
-
-// The same with an explicit environment instead of the process's.
 int RunStatus(const std::vector<std::string>& args,
               const std::map<std::string, std::string>& env, std::ostream& out,
               std::ostream& err);

@@ -363,12 +363,12 @@ TEST(Probes, HoldPassesLivenessUntilItExpires) {
   Config c = TestConfig();
   Hold hold;
   EXPECT_FALSE(hold.Active(kT0));
-  EXPECT_EQ(hold.count(), 0u);
+  EXPECT_EQ(hold.Snapshot().count, 0u);
   hold.Set(kT0, kT0 + 10 * kSec, "debugging INC-42");
-  EXPECT_EQ(hold.count(), 1u);
+  EXPECT_EQ(hold.Snapshot().count, 1u);
   EXPECT_TRUE(hold.Active(kT0));
-  EXPECT_EQ(hold.until_ns(), kT0 + 10 * kSec);
-  EXPECT_EQ(hold.reason(), "debugging INC-42");
+  EXPECT_EQ(hold.Snapshot().until_ns, kT0 + 10 * kSec);
+  EXPECT_EQ(hold.Snapshot().reason, "debugging INC-42");
 
   ProbeResponse r = AnswerProbe(Probe::kLive, v, c, hold, kT0 + 500 * kMs, false, false);
   EXPECT_EQ(r.status, 200);
@@ -389,11 +389,11 @@ TEST(Probes, HoldPassesLivenessUntilItExpires) {
   EXPECT_EQ(r.body, "ok: 3 loops, 3 live (hold active for another 9.0s)\n");
 
   hold.Set(kT0, kT0 + 60 * kSec, "again");
-  EXPECT_EQ(hold.count(), 2u);
+  EXPECT_EQ(hold.Snapshot().count, 2u);
   hold.Clear();
   EXPECT_FALSE(hold.Active(kT0));
   EXPECT_EQ(AnswerProbe(Probe::kLive, v, c, hold, kT0, false, false).status, 503);
-  EXPECT_EQ(hold.count(), 2u);
+  EXPECT_EQ(hold.Snapshot().count, 2u);
 }
 
 TEST(Probes, StaleViewIsStillAnsweredButSaysItsAge) {
@@ -655,7 +655,7 @@ TEST(Probes, HoldIsSafeAcrossThreads) {
   }
   stop = true;
   reader.join();
-  EXPECT_EQ(hold.count(), 20000u);
+  EXPECT_EQ(hold.Snapshot().count, 20000u);
 }
 
 }  // namespace

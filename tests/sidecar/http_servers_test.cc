@@ -3,7 +3,7 @@
 // The HTTP servers over real sockets on 127.0.0.1 (port 0), with a
 // hand-made View: httplib::Client for well-formed requests, raw sockets for
 // malformed, oversized and slow ones.
-#include "http_server.h"
+#include "http/servers.h"
 
 #include <arpa/inet.h>
 #include <netinet/in.h>
@@ -24,7 +24,7 @@
 #include <thread>
 #include <vector>
 
-#include "monitor.h"
+#include "clock.h"
 
 namespace loopwatch {
 namespace {
@@ -166,8 +166,8 @@ View StalledView() {
 
 Config TestConfig() {
   Config c;
-  c.listen = "127.0.0.1:0";
-  c.admin_listen = "127.0.0.1:0";
+  c.listen = {"127.0.0.1", 0};
+  c.admin_listen = ListenAddress{"127.0.0.1", 0};
   c.http_timeout = std::chrono::seconds(1);
   c.http_threads = 4;
   c.max_hold = std::chrono::hours(1);
@@ -376,7 +376,7 @@ TEST_F(HttpTest, HoldViaAdminPassesLivenessAndExpires) {
   r = c.Post("/hold?for=2h", "", "text/plain");
   EXPECT_EQ(r->status, 400);
   EXPECT_NE(r->body.find("longer than max_hold"), std::string::npos) << r->body;
-  EXPECT_EQ(hold_.count(), 0u);
+  EXPECT_EQ(hold_.Snapshot().count, 0u);
 
   r = c.Post("/hold?for=400ms&reason=INC-9%20debugging", "", "text/plain");
   ASSERT_TRUE(r);
@@ -419,7 +419,7 @@ TEST_F(HttpTest, HoldViaAdminPassesLivenessAndExpires) {
   r = c.Post("/hold?for=0", "", "text/plain");
   EXPECT_EQ(r->status, 200);
   EXPECT_EQ(Get("/livez")->status, 503);
-  EXPECT_EQ(hold_.count(), 3u);
+  EXPECT_EQ(hold_.Snapshot().count, 3u);
 }
 
 TEST_F(HttpTest, HoldWithoutABodyAnswersAtOnce) {
@@ -430,7 +430,7 @@ TEST_F(HttpTest, HoldWithoutABodyAnswersAtOnce) {
   EXPECT_EQ(StatusOf(r), 200) << r;
   EXPECT_LT(MsSince(t0), 500);
   EXPECT_TRUE(hold_.Active(MonotonicNowNs()));
-  EXPECT_EQ(hold_.reason(), "curl");
+  EXPECT_EQ(hold_.Snapshot().reason, "curl");
   r = Raw(admin, "DELETE /hold HTTP/1.1\r\nHost: x\r\n\r\n");
   EXPECT_EQ(StatusOf(r), 200) << r;
   EXPECT_FALSE(hold_.Active(MonotonicNowNs()));
@@ -453,7 +453,7 @@ TEST_F(HttpTest, ExpectContinueIsAnsweredBeforeTheBody) {
   SendAll(fd, "for=1m&reason=ec");
   std::string r = ReadResponse(fd, 2000, &rest);
   EXPECT_EQ(StatusOf(r), 200) << r;
-  EXPECT_EQ(hold_.reason(), "ec");
+  EXPECT_EQ(hold_.Snapshot().reason, "ec");
   close(fd);
 }
 
@@ -1072,7 +1072,7 @@ TEST(HttpServersStart, AdminOffAndBindErrors) {
   SidecarMetrics metrics;
   auto source = [] { return std::make_shared<const View>(); };
   Config c = TestConfig();
-  c.admin_listen = "off";
+  c.admin_listen.reset();
   HttpServers a(c, source, hold, metrics, nullptr);
   std::string error;
   ASSERT_TRUE(a.Start(&error)) << error;
@@ -1081,18 +1081,23 @@ TEST(HttpServersStart, AdminOffAndBindErrors) {
 
   // The port is taken: an error, not a silently shared port.
   Config taken = TestConfig();
-  taken.listen = "127.0.0.1:" + std::to_string(a.port());
+  taken.listen = {"127.0.0.1", a.port()};
   HttpServers b(taken, source, hold, metrics, nullptr);
   EXPECT_FALSE(b.Start(&error));
-  EXPECT_NE(error.find("listen 127.0.0.1:" + std::to_string(a.port())), std::string::npos)
+  EXPECT_NE(error.find("listen: cannot bind 127.0.0.1:" + std::to_string(a.port())),
+            std::string::npos)
       << error;
   EXPECT_NE(error.find("in use"), std::string::npos) << error;
 
-  Config bad = TestConfig();
-  bad.admin_listen = "localhost";
-  HttpServers d(bad, source, hold, metrics, nullptr);
+  // The admin port taken: the public one is released again.
+  Config admin_taken = TestConfig();
+  admin_taken.admin_listen = ListenAddress{"127.0.0.1", a.port()};
+  HttpServers d(admin_taken, source, hold, metrics, nullptr);
   EXPECT_FALSE(d.Start(&error));
-  EXPECT_NE(error.find("admin_listen: \"localhost\": no port"), std::string::npos) << error;
+  EXPECT_NE(error.find("admin_listen: cannot bind 127.0.0.1:" + std::to_string(a.port())),
+            std::string::npos)
+      << error;
+  EXPECT_EQ(d.port(), -1);
   a.Stop();
 }
 
@@ -1100,8 +1105,8 @@ TEST(HttpServersStart, Ipv6Loopback) {
   Hold hold;
   SidecarMetrics metrics;
   Config c = TestConfig();
-  c.listen = "[::1]:0";
-  c.admin_listen = "off";
+  c.listen = {"::1", 0};
+  c.admin_listen.reset();
   HttpServers s(c, [] { return std::make_shared<const View>(); }, hold, metrics, nullptr);
   std::string error;
   if (!s.Start(&error)) GTEST_SKIP() << "no IPv6 loopback here: " << error;
@@ -1109,26 +1114,6 @@ TEST(HttpServersStart, Ipv6Loopback) {
   auto r = cli.Get("/healthz");
   ASSERT_TRUE(r);
   EXPECT_EQ(r->status, 503);  // the empty view is from time 0: stale
-}
-
-TEST(ParseListenAddress, Forms) {
-  std::string host, error;
-  int port = -1;
-  ASSERT_TRUE(ParseListenAddress("0.0.0.0:9321", &host, &port, &error));
-  EXPECT_EQ(host, "0.0.0.0");
-  EXPECT_EQ(port, 9321);
-  ASSERT_TRUE(ParseListenAddress("[::1]:0", &host, &port, &error));
-  EXPECT_EQ(host, "::1");
-  EXPECT_EQ(port, 0);
-  ASSERT_TRUE(ParseListenAddress(":9321", &host, &port, &error));
-  EXPECT_EQ(host, "0.0.0.0");
-  ASSERT_TRUE(ParseListenAddress("localhost:80", &host, &port, &error));
-  EXPECT_EQ(host, "localhost");
-  for (const char* bad : {"9321", "::1:9321", "[::1]9321", "[]:1", "host:", "host:65536",
-                          "host:-1", "host:12a"}) {
-    EXPECT_FALSE(ParseListenAddress(bad, &host, &port, &error)) << bad;
-    EXPECT_NE(error.find("expected HOST:PORT"), std::string::npos) << error;
-  }
 }
 
 }  // namespace
