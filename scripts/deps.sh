@@ -33,6 +33,9 @@ LW_DEB_PACKAGES=(
   python3-yaml
   # promtool, which checks and unit-tests the alert rules (deploy/monitoring).
   prometheus
+  # A decimal-comma locale (de_DE.UTF-8, made by lw_install_test_locale), so
+  # that the tests can show numbers never follow the locale.
+  locales
 )
 
 # Prints the packages of LW_DEB_PACKAGES that are not installed, one a line.
@@ -78,6 +81,20 @@ lw_install_deps() {
     echo "error: still missing after apt-get install: ${missing[*]}" >&2
     return 1
   fi
+}
+
+# Generates de_DE.UTF-8 (package locales) unless the machine has it: the
+# JSON and metrics tests switch to it to show that a decimal comma never
+# leaks into the output.
+lw_install_test_locale() {
+  if locale -a 2>/dev/null | grep -qix 'de_DE.utf8'; then
+    echo "Locale de_DE.UTF-8 is there."
+    return 0
+  fi
+  local -a sudo=()
+  ((EUID == 0)) || sudo=(sudo)
+  echo "Generating locale de_DE.UTF-8 for the tests"
+  "${sudo[@]}" localedef -i de_DE -c -f UTF-8 de_DE.UTF-8
 }
 
 # Node.js packages of package-lock.json (Kubernetes schemas for the manifest

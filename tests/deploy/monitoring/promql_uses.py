@@ -3,7 +3,7 @@
 /metrics: the loopwatch_ sample names and the labels their PromQL uses.
 
 uses_of_rules() and uses_of_dashboard() read the files; check() compares
-what they use with a scrape of the real sidecar (lwe2e.parse_metrics).
+what they use with a scrape of the real sidecar (sidecar_harness.parse_metrics).
 Standard library only, except PyYAML for the rule file."""
 
 import json
@@ -218,7 +218,7 @@ def uses_of_dashboard(path):
 
 
 def sample_index(samples):
-    """lwe2e.parse_metrics() output -> {sample name: set of label names}."""
+    """sidecar_harness.parse_metrics() output -> {sample name: set of label names}."""
     index = {}
     for (name, labels) in samples:
         index.setdefault(name, set()).update(k for k, _ in labels)

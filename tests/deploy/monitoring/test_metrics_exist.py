@@ -7,7 +7,7 @@ while the real asio app's loop is stalled and again after the stall ended."""
 import os
 import pathlib
 
-from lwe2e import metric
+from sidecar_harness import metric
 
 import promql_uses
 

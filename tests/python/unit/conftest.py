@@ -5,7 +5,7 @@ The package keeps process-wide state (a process keeps its first segment for
 life, loops are counted for names, the reporter thread), so the code under
 test runs in a fresh /usr/bin/python3 per case, with its own
 LOOPWATCH_SEGMENT under tmp_path; the test reads the segment back with the
-real reader (`loopwatch status --json`, see lwunit.py).
+real reader (`loopwatch status --json`, see script_support.py).
 
 Paths come from the environment (ctest sets them; see
 tests/python/CMakeLists.txt):
@@ -36,9 +36,9 @@ PY = "/usr/bin/python3"
 
 os.environ["LW_TEST_BIN"] = str(BIN)
 sys.path.insert(0, str(HERE))
-import lwunit  # noqa: E402
+import script_support  # noqa: E402
 
-lwunit.BIN = str(BIN)
+script_support.BIN = str(BIN)
 
 
 def _package_parent():
@@ -60,7 +60,7 @@ def pytest_configure(config):
 
 def child_env(segment=None, **extra):
     """The environment of a script under test: no LOOPWATCH_* of ours (the
-    test decides them all), the package and lwunit on PYTHONPATH.
+    test decides them all), the package and script_support on PYTHONPATH.
     A value of None removes the variable."""
     env = {k: v for k, v in os.environ.items()
            if not k.startswith("LOOPWATCH_") and k not in ("PYTHONSTARTUP", "PYTHONHOME")}
@@ -94,7 +94,7 @@ def line_of(path, marker):
 
 
 def results(stdout):
-    """The RESULT lines a script printed (lwunit.result), parsed."""
+    """The RESULT lines a script printed (script_support.result), parsed."""
     found = [json.loads(l[len("RESULT "):]) for l in stdout.splitlines()
              if l.startswith("RESULT ")]
     return found
@@ -221,15 +221,15 @@ def run_all(spawn, jobs, timeout=60):
 
 
 def status(segment, stall_after="250ms"):
-    return lwunit.status(segment, stall_after=stall_after)
+    return script_support.status(segment, stall_after=stall_after)
 
 
 def loops_of(st, **kw):
-    return lwunit.loops_of(st, **kw)
+    return script_support.loops_of(st, **kw)
 
 
 def wait_until(fn, timeout=20, interval=0.05, what="condition"):
-    return lwunit.wait_until(fn, timeout, interval, what)
+    return script_support.wait_until(fn, timeout, interval, what)
 
 
 def warnings_in(stderr):

@@ -12,7 +12,7 @@ logging.basicConfig(format=%r, level=logging.DEBUG)
 import loopwatch
 from loopwatch import _native
 from loopwatch.asgi import LoopwatchMiddleware
-from lwunit import result
+from script_support import result
 
 outside = loopwatch.install()          # no loop running: still no warning
 

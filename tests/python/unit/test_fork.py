@@ -11,7 +11,7 @@ from conftest import PY, child_env, loops_of, status, wait_until, write_script
 
 FORK = """
 import asyncio, os, sys
-import loopwatch, lwunit
+import loopwatch, script_support
 
 async def main():
     assert loopwatch.install()
@@ -23,9 +23,9 @@ async def main():
         # asyncio forgets the running loop in a forked child (it records the
         # pid): a child that runs the loop on says it runs it.
         asyncio.events._set_running_loop(loop)
-        lwunit.say("CHILD", os.getpid())
+        script_support.say("CHILD", os.getpid())
     else:
-        lwunit.say("PARENT", os.getpid(), pid)
+        script_support.say("PARENT", os.getpid(), pid)
     await asyncio.sleep(120)
 asyncio.run(main())
 """

@@ -15,7 +15,7 @@ import asyncio, json, logging, os, sys
 logging.basicConfig(format=%r)
 import loopwatch
 from loopwatch import _heartbeat
-import lwunit
+import script_support
 
 cfg = json.loads(sys.argv[1])
 
@@ -24,10 +24,10 @@ async def main():
     again = loopwatch.install() if cfg.get("twice") else None
     hb = _heartbeat.current()
     slot = hb.native.slot if hb is not None and hb.native is not None else None
-    first = await lwunit.amine()
+    first = await script_support.amine()
     await asyncio.sleep(0.6)
-    second = await lwunit.amine()
-    lwunit.result(ok=ok, again=again, slot=slot, pid=os.getpid(), first=first,
+    second = await script_support.amine()
+    script_support.result(ok=ok, again=again, slot=slot, pid=os.getpid(), first=first,
                   second=second, enabled=loopwatch.enabled(),
                   loop_type=type(asyncio.get_running_loop()).__module__)
 
@@ -130,19 +130,19 @@ NAMES = """
 import asyncio, logging, os
 logging.basicConfig(format=%r)
 import loopwatch
-import lwunit
+import script_support
 
 def attempt(name):
     async def main():
         ok = loopwatch.install(name)
-        return ok, [l["name"] for l in await lwunit.amine()]
+        return ok, [l["name"] for l in await script_support.amine()]
     return asyncio.run(main())
 
 r = {}
 for label, name in [("ascii63", "a" * 63), ("ascii64", "b" * 64),
                     ("utf8_63", "\\u00e9" * 31 + "x"), ("utf8_64", "\\u00e9" * 32)]:
     r[label] = attempt(name)
-lwunit.result(**r)
+script_support.result(**r)
 """ % LOG_FORMAT
 
 
@@ -163,9 +163,9 @@ def test_name_limit_is_63_bytes(tmp_path, spawn, segment):
 OUTSIDE = """
 import logging
 logging.basicConfig(format=%r)
-import loopwatch, lwunit
+import loopwatch, script_support
 r = [loopwatch.install(), loopwatch.install("x", interval=0.5)]
-lwunit.result(install=r, enabled=loopwatch.enabled(), uninstall=loopwatch.uninstall())
+script_support.result(install=r, enabled=loopwatch.enabled(), uninstall=loopwatch.uninstall())
 """ % LOG_FORMAT
 
 
@@ -185,13 +185,13 @@ def test_install_outside_a_running_loop_warns(tmp_path, spawn, segment):
 RETRY = """
 import asyncio, logging, os
 logging.basicConfig(format=%r)
-import loopwatch, lwunit
+import loopwatch, script_support
 
 async def main():
     bad = loopwatch.install("n" * 64)
     good = loopwatch.install()
-    lwunit.result(bad=bad, good=good, pid=os.getpid(),
-                  names=[l["name"] for l in await lwunit.amine()])
+    script_support.result(bad=bad, good=good, pid=os.getpid(),
+                  names=[l["name"] for l in await script_support.amine()])
 asyncio.run(main())
 """ % LOG_FORMAT
 

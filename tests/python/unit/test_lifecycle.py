@@ -14,7 +14,7 @@ if mode == "uvloop-first":
     import uvloop  # before loopwatch: its loops are not seen stopping
 import loopwatch
 from loopwatch import _heartbeat
-import lwunit
+import script_support
 if mode.startswith("uvloop"):
     import uvloop
     loop = uvloop.new_event_loop()
@@ -29,31 +29,31 @@ def timers():
 async def phase1():
     r["install"] = loopwatch.install()
     await asyncio.sleep(0.3)
-    r["running1"] = await lwunit.amine()
+    r["running1"] = await script_support.amine()
 loop.run_until_complete(phase1())
-r["stopped1"] = lwunit.mine()          # the loop is not running now
+r["stopped1"] = script_support.mine()          # the loop is not running now
 
 if mode != "uvloop-first":
     async def phase2():
-        r["running2a"] = await lwunit.amine()
+        r["running2a"] = await script_support.amine()
         await asyncio.sleep(0.5)
-        r["running2b"] = await lwunit.amine()
+        r["running2b"] = await script_support.amine()
         r["uninstall"] = loopwatch.uninstall()
         r["timers_after_uninstall"] = timers()
-        r["after_uninstall"] = await lwunit.amine()
+        r["after_uninstall"] = await script_support.amine()
         r["uninstall_again"] = loopwatch.uninstall()
     loop.run_until_complete(phase2())
-    r["stopped2"] = lwunit.mine()
+    r["stopped2"] = script_support.mine()
 
     async def phase3():
         r["reinstall"] = loopwatch.install()
-        r["running3"] = await lwunit.amine()
+        r["running3"] = await script_support.amine()
     loop.run_until_complete(phase3())
 
 loop.close()
-r["closed"] = lwunit.mine()
+r["closed"] = script_support.mine()
 r["entries_after_close"] = len(_heartbeat._beats)
-lwunit.result(**r)
+script_support.result(**r)
 """ % LOG_FORMAT
 
 
@@ -112,7 +112,7 @@ def test_close_releases_a_uvloop_imported_first(stop_start):
 
 FAILED_CLOSE = """
 import asyncio, os
-import loopwatch, lwunit
+import loopwatch, script_support
 
 async def main():
     r = {"install": loopwatch.install(), "pid": os.getpid()}
@@ -121,10 +121,10 @@ async def main():
         r["raised"] = None
     except RuntimeError as e:
         r["raised"] = str(e)
-    r["before"] = await lwunit.amine()
+    r["before"] = await script_support.amine()
     await asyncio.sleep(0.6)
-    r["after"] = await lwunit.amine()
-    lwunit.result(**r)
+    r["after"] = await script_support.amine()
+    script_support.result(**r)
 asyncio.run(main())
 """
 
@@ -144,7 +144,7 @@ def test_failed_close_keeps_the_heartbeat(tmp_path, spawn, segment):
 
 READY_ACTIVITY = """
 import asyncio, os
-import loopwatch, lwunit
+import loopwatch, script_support
 
 r = {}
 def one(slots):
@@ -157,38 +157,38 @@ with loopwatch.activity("no loop"):     # no loop: nothing to label, no error
 
 async def main():
     r["install"] = loopwatch.install()
-    r["ready0"] = one(await lwunit.amine())["ready"]
+    r["ready0"] = one(await script_support.amine())["ready"]
     loopwatch.set_ready(True)
-    r["ready1"] = one(await lwunit.amine())["ready"]
+    r["ready1"] = one(await script_support.amine())["ready"]
     loopwatch.set_ready(False)
-    r["ready2"] = one(await lwunit.amine())["ready"]
+    r["ready2"] = one(await script_support.amine())["ready"]
 
-    r["act_none"] = one(await lwunit.amine()).get("activity")
+    r["act_none"] = one(await script_support.amine()).get("activity")
     with loopwatch.activity("outer"):
-        r["act_outer"] = one(await lwunit.amine()).get("activity")
+        r["act_outer"] = one(await script_support.amine()).get("activity")
         with loopwatch.activity("inner"):
-            r["act_inner"] = one(await lwunit.amine()).get("activity")
-        r["act_outer_again"] = one(await lwunit.amine()).get("activity")
-    r["act_after"] = one(await lwunit.amine()).get("activity")
+            r["act_inner"] = one(await script_support.amine()).get("activity")
+        r["act_outer_again"] = one(await script_support.amine()).get("activity")
+    r["act_after"] = one(await script_support.amine()).get("activity")
     with loopwatch.activity("x" * 70):
-        r["act_long"] = one(await lwunit.amine()).get("activity")
+        r["act_long"] = one(await script_support.amine()).get("activity")
     with loopwatch.activity("\\u00e9" * 40):
-        r["act_long_utf8"] = one(await lwunit.amine()).get("activity")
+        r["act_long_utf8"] = one(await script_support.amine()).get("activity")
     try:
         with loopwatch.activity("raising"):
             raise KeyError("k")
     except KeyError:
         r["act_raised"] = True
-    r["act_after_raise"] = one(await lwunit.amine()).get("activity")
+    r["act_after_raise"] = one(await script_support.amine()).get("activity")
 asyncio.run(main())
 
 async def second():                      # a loop installed later
     r["install2"] = loopwatch.install()
-    r["ready_later"] = one(await lwunit.amine())["ready"]
+    r["ready_later"] = one(await script_support.amine())["ready"]
     loopwatch.set_ready(True)
-    r["ready_later_true"] = one(await lwunit.amine())["ready"]
+    r["ready_later_true"] = one(await script_support.amine())["ready"]
 asyncio.run(second())
-lwunit.result(**r)
+script_support.result(**r)
 """
 
 

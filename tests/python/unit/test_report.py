@@ -16,10 +16,10 @@ from conftest import PY, Child, child_env, line_of, loops_of, status, wait_until
 # while the main thread waits: the report shows the loop thread's stack).
 BLOCKED = """
 import asyncio, sys, threading, time
-import loopwatch, lwunit
+import loopwatch, script_support
 
 async def stuck():
-    lwunit.say("STALL")
+    script_support.say("STALL")
     time.sleep(60)  # stall-sleep
 
 async def main():
@@ -41,13 +41,13 @@ else:
 
 CPU = """
 import asyncio, time
-import loopwatch, lwunit
+import loopwatch, script_support
 
 def crunch(deadline):
     while time.monotonic() < deadline: pass  # stall-cpu
 
 async def spin():
-    lwunit.say("STALL")
+    script_support.say("STALL")
     with loopwatch.activity("crunching numbers"):
         crunch(time.monotonic() + 60)  # stall-cpu-call
 
@@ -62,10 +62,10 @@ asyncio.run(main())
 # code (seconds; the test kills it once the report is in).
 REGEX = """
 import asyncio, re
-import loopwatch, lwunit
+import loopwatch, script_support
 
 async def backtrack():
-    lwunit.say("STALL")
+    script_support.say("STALL")
     re.match(r'(a+)+$', 'a' * 28 + 'b')  # stall-regex
 
 async def main():
@@ -77,14 +77,14 @@ asyncio.run(main())
 
 REQUESTS = """
 import asyncio, time
-import loopwatch, lwunit
+import loopwatch, script_support
 from loopwatch.asgi import LoopwatchMiddleware
 
 async def app(scope, receive, send):
     if scope["path"] == "/wait":
         await asyncio.sleep(3600)
     elif scope["path"] == "/slow":
-        lwunit.say("STALL")
+        script_support.say("STALL")
         time.sleep(60)  # stall-request
     await send({"type": "http.response.start", "status": 200, "headers": []})
     await send({"type": "http.response.body", "body": b"ok"})
@@ -230,7 +230,7 @@ def test_requests_in_flight(stalls):
 
 FORMAT = """
 import asyncio, os, re
-import loopwatch, lwunit
+import loopwatch, script_support
 from loopwatch import _native, _heartbeat
 from loopwatch.asgi import LoopwatchMiddleware
 
@@ -310,7 +310,7 @@ async def main():
     r["long"] = native.requests()
     release.set()
     await t
-    lwunit.result(**r)
+    script_support.result(**r)
 asyncio.run(main())
 """
 

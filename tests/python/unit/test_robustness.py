@@ -16,7 +16,7 @@ from conftest import PY, Child, child_env, loops_of, one_result, status, write_s
 # (interval 0.1 + LOOPWATCH_REPORT_AFTER 0.2) plus the hook's GIL wait.
 CLOSE_DURING_REPORT = """
 import asyncio, math, os, re, threading, time
-import loopwatch, lwunit
+import loopwatch, script_support
 from loopwatch import _heartbeat, _native
 
 PATTERN = re.compile(r'(a+)+$')
@@ -91,46 +91,46 @@ for delay in (0.29, 0.33, 0.38):
 
 async def last():
     assert loopwatch.install()
-    a = await lwunit.amine()
+    a = await script_support.amine()
     await asyncio.sleep(0.4)
-    b = await lwunit.amine()
+    b = await script_support.amine()
     return a, b
 a, b = asyncio.run(last())
-lwunit.result(done=len(done), first=a, second=b)
+script_support.result(done=len(done), first=a, second=b)
 """
 
 # Interpreter shutdown while a stall report is open.
 EXIT_DAEMON_THREAD = """
 import asyncio, threading, time
-import loopwatch, lwunit
+import loopwatch, script_support
 
 async def stuck():
     assert loopwatch.install()
     await asyncio.sleep(0.2)
     time.sleep(60)
 threading.Thread(target=asyncio.run, args=(stuck(),), daemon=True).start()
-lwunit.wait_until(lambda: any((l.get("stall") or {}).get("text") for l in lwunit.mine()),
+script_support.wait_until(lambda: any((l.get("stall") or {}).get("text") for l in script_support.mine()),
                   30, what="the report")
-lwunit.say("REPORTED")
+script_support.say("REPORTED")
 # Returns: shutdown with the loop thread stuck and the report open.
 """
 
 EXIT_FROM_LOOP = """
 import asyncio, sys, time
-import loopwatch, lwunit
+import loopwatch, script_support
 
 async def main():
     assert loopwatch.install()
     await asyncio.sleep(0.2)
     time.sleep(0.9)          # the report opens after 0.3 s
-    lwunit.say("REPORTED")
+    script_support.say("REPORTED")
     sys.exit(0)              # before the loop beats again
 asyncio.run(main())
 """
 
 EXIT_AFTER_REGEX = """
 import asyncio, math, re, sys, time
-import loopwatch, lwunit
+import loopwatch, script_support
 
 PATTERN = re.compile(r'(a+)+$')
 n = 14
@@ -145,7 +145,7 @@ async def main():
     assert loopwatch.install()
     await asyncio.sleep(0.2)
     PATTERN.match('a' * k + 'b')   # keeps the GIL: the reporter waits for it
-    lwunit.say("REPORTED")
+    script_support.say("REPORTED")
     raise SystemExit(0)
 asyncio.run(main())
 """

@@ -16,12 +16,12 @@ RUN = [PY, "-m", "loopwatch.run"]
 # its own pid with the real reader.
 APP = """
 import asyncio, json, multiprocessing, os, subprocess, sys
-import lwunit
+import script_support
 
 def loop_report():
     async def main():
         await asyncio.sleep(0.35)
-        return await lwunit.amine()
+        return await script_support.amine()
     return asyncio.run(main())
 
 def mp_worker(q):
@@ -53,7 +53,7 @@ if __name__ == "__main__":
             cfg.load()
             return type(cfg.loaded_app).__name__
         r["loaded_app"] = asyncio.run(load())
-    lwunit.result(**r)
+    script_support.result(**r)
 """
 
 # The runner itself runs it too (same PYTHONPATH) before it execs the app:

@@ -5,8 +5,8 @@ restart), and passes again after set_ready(True)."""
 
 import time
 
-import lwe2e
-from lwpy import MARGIN, POLL_INTERVAL, last_stall_id, new_lines
+import sidecar_harness
+from python_servers import MARGIN, POLL_INTERVAL, last_stall_id, new_lines
 
 
 def test_set_ready_false_fails_readyz_not_livez(world, measure):
@@ -19,15 +19,15 @@ def test_set_ready_false_fails_readyz_not_livez(world, measure):
     before_id = last_stall_id(sc)
 
     assert app.get("/ready?on=0").json() == {"ready": False, "pid": app.pid}
-    t0 = lwe2e.now()
-    r = lwe2e.wait_for("/readyz 503",
+    t0 = sidecar_harness.now()
+    r = sidecar_harness.wait_for("/readyz 503",
                        lambda: (lambda r: r if r.status == 503 else None)(sc.get("/readyz")),
                        POLL_INTERVAL + MARGIN)
     measure("/readyz 503 after set_ready(False)", (r.ended - t0) * 1e3, "ms")
     assert r.body.startswith("loop %s not ready (set by the app)" % name), r
     # For a while: not ready, but live and started; the app itself is fine.
-    end = lwe2e.now() + 0.6
-    while lwe2e.now() < end:
+    end = sidecar_harness.now() + 0.6
+    while sidecar_harness.now() < end:
         live, ready = sc.livez(), sc.get("/readyz")
         assert live.status == 200 and ready.status == 503, (live, ready)
         time.sleep(0.05)
@@ -40,17 +40,17 @@ def test_set_ready_false_fails_readyz_not_livez(world, measure):
     assert "loop %s slot=%d pid=%d " % (name, loop["slot"], app.pid) in verbose, verbose
     assert " ready=no" in verbose, verbose
     m = sc.metrics()
-    assert lwe2e.metric(m, "loopwatch_loop_ready", loop=name) == 0
-    assert lwe2e.metric(m, "loopwatch_loop_up", loop=name) == 1
+    assert sidecar_harness.metric(m, "loopwatch_loop_ready", loop=name) == 0
+    assert sidecar_harness.metric(m, "loopwatch_loop_up", loop=name) == 1
     assert new_lines(sc, "stall started", before_id) == []
 
     assert app.get("/ready?on=1").json() == {"ready": True, "pid": app.pid}
-    t0 = lwe2e.now()
-    r = lwe2e.wait_for("/readyz 200",
+    t0 = sidecar_harness.now()
+    r = sidecar_harness.wait_for("/readyz 200",
                        lambda: (lambda r: r if r.status == 200 else None)(sc.get("/readyz")),
                        POLL_INTERVAL + MARGIN)
     measure("/readyz 200 after set_ready(True)", (r.ended - t0) * 1e3, "ms")
     assert r.body.startswith("ok: 1 loops ready"), r
     assert sc.loop(app.pid)["ready"] is True
-    assert lwe2e.metric(sc.metrics(), "loopwatch_loop_ready", loop=name) == 1
+    assert sidecar_harness.metric(sc.metrics(), "loopwatch_loop_ready", loop=name) == 1
     assert sc.livez().status == 200

@@ -6,7 +6,7 @@ not an age counted from its own start."""
 import signal
 import time
 
-from lwe2e import STALL_AFTER, now
+from sidecar_harness import STALL_AFTER, now
 
 MARGIN = 0.3  # the age is read from the same clock: tighter than detection
 

@@ -1,7 +1,7 @@
 # SPDX-License-Identifier: Apache-2.0
 """Helpers of the Python end-to-end tests: app servers (uvicorn, gunicorn)
-under `python -m loopwatch.run`, on top of tests/e2e/lwe2e.py (HTTP, polling,
-the Sidecar process) and tests/e2e/conftest.py's World (every process a test
+under `python -m loopwatch.run`, on top of tests/e2e_sidecar/sidecar_harness.py (HTTP, polling,
+the Sidecar process) and tests/e2e_sidecar/conftest.py's World (every process a test
 starts is killed at teardown; the test fails if a sidecar crashed)."""
 
 import importlib.util
@@ -17,14 +17,14 @@ import sys
 import time
 
 HERE = pathlib.Path(__file__).resolve().parent
-SOURCE_DIR = pathlib.Path(os.environ.get("LOOPWATCH_SOURCE_DIR") or HERE.parents[2])
-E2E_DIR = SOURCE_DIR / "tests" / "e2e"
+SOURCE_DIR = pathlib.Path(os.environ.get("LOOPWATCH_SOURCE_DIR") or HERE.parents[1])
+E2E_DIR = SOURCE_DIR / "tests" / "e2e_sidecar"
 if str(E2E_DIR) not in sys.path:
     sys.path.insert(0, str(E2E_DIR))
 
-import lwe2e  # noqa: E402
+import sidecar_harness  # noqa: E402
 
-# tests/e2e/conftest.py under another module name (ours is "conftest"): its
+# tests/e2e_sidecar/conftest.py under another module name (ours is "conftest"): its
 # World, its sidecar binary fixture, its measurements and their summary.
 _spec = importlib.util.spec_from_file_location("lw_e2e_conftest", E2E_DIR / "conftest.py")
 e2e_conftest = importlib.util.module_from_spec(_spec)
@@ -64,7 +64,7 @@ def stack_frames(text):
 def free_port():
     s = socket.socket()
     try:
-        s.bind((lwe2e.LOCALHOST, 0))
+        s.bind((sidecar_harness.LOCALHOST, 0))
         return s.getsockname()[1]
     finally:
         s.close()
@@ -103,7 +103,7 @@ def children_of(pid):
     return sorted(out)
 
 
-class Server(lwe2e.Proc):
+class Server(sidecar_harness.Proc):
     """An app server under `python -m loopwatch.run`, in a process group of
     its own (uvicorn's and gunicorn's workers included), on a free port;
     stdout and stderr go to a log file. Teardown kills the whole group."""
@@ -121,12 +121,12 @@ class Server(lwe2e.Proc):
         self.port = port
         self.cmd = [PYTHON, "-m", "loopwatch.run", "--segment", str(self.segment),
                     *runner_args, "--", *command]
-        env = lwe2e.clean_env({"PYTHONDONTWRITEBYTECODE": "1", "PYTHONPATH": pythonpath()})
+        env = sidecar_harness.clean_env({"PYTHONDONTWRITEBYTECODE": "1", "PYTHONPATH": pythonpath()})
         with open(self.log_path, "wb") as out:
             self.proc = subprocess.Popen(self.cmd, stdin=subprocess.DEVNULL, stdout=out,
                                          stderr=out, env=env, cwd=str(APPS_DIR),
                                          start_new_session=True)
-        self.started_at = lwe2e.now()
+        self.started_at = sidecar_harness.now()
 
         def answering():
             if self.proc.poll() is not None:
@@ -137,7 +137,7 @@ class Server(lwe2e.Proc):
             except OSError:
                 return None
             return r if r.status == 200 else None
-        lwe2e.wait_for("%s to answer /health (log: %s)" % (self.label, self.log_path),
+        sidecar_harness.wait_for("%s to answer /health (log: %s)" % (self.label, self.log_path),
                        answering, timeout, interval=0.05)
         return self
 
@@ -148,10 +148,10 @@ class Server(lwe2e.Proc):
             return ""
 
     def get(self, path, **kw):
-        return lwe2e.http(self.port, path, **kw)
+        return sidecar_harness.http(self.port, path, **kw)
 
     def request_async(self, path, timeout=60):
-        return lwe2e.AsyncRequest(self.port, path, timeout)
+        return sidecar_harness.AsyncRequest(self.port, path, timeout)
 
     def teardown(self):
         """SIGKILL to the whole group (the workers too), then reap."""
@@ -172,8 +172,8 @@ class PyWorld(World):
     """World plus app servers under the runner."""
 
     def sidecar(self, *extra, **kw):
-        kw.setdefault("stall_after", lwe2e.seconds(STALL_AFTER))
-        kw.setdefault("poll_interval", lwe2e.seconds(POLL_INTERVAL))
+        kw.setdefault("stall_after", sidecar_harness.seconds(STALL_AFTER))
+        kw.setdefault("poll_interval", sidecar_harness.seconds(POLL_INTERVAL))
         return super().sidecar(*extra, **kw)
 
     def _server(self, label):
@@ -186,7 +186,7 @@ class PyWorld(World):
         """`loopwatch.run -- uvicorn stallapp:app --loop LOOP ARGS...`"""
         port = free_port()
         cmd = [*command_path("uvicorn"), "stallapp:app", "--app-dir", str(APPS_DIR),
-               "--host", lwe2e.LOCALHOST, "--port", str(port), "--loop", loop, *args]
+               "--host", sidecar_harness.LOCALHOST, "--port", str(port), "--loop", loop, *args]
         return self._server("uvicorn").start(cmd, port, timeout=timeout)
 
     def gunicorn(self, *args, workers=3, timeout=45):
@@ -195,7 +195,7 @@ class PyWorld(World):
         that it never kills a worker the test blocks on purpose."""
         port = free_port()
         cmd = [*command_path("gunicorn"), "-k", "uvicorn.workers.UvicornWorker",
-               "stallapp:app", "--chdir", str(APPS_DIR), "-b", "%s:%d" % (lwe2e.LOCALHOST, port),
+               "stallapp:app", "--chdir", str(APPS_DIR), "-b", "%s:%d" % (sidecar_harness.LOCALHOST, port),
                "-w", str(workers), "--timeout", "300", "--graceful-timeout", "1", *args]
         return self._server("gunicorn").start(cmd, port, timeout=timeout)
 
@@ -210,14 +210,14 @@ def wait_loops(sc, count, prefix, timeout=30, state="live"):
         loops = [l for l in sc.loops()["loops"]
                  if re.fullmatch(re.escape(prefix) + r"-\d+", l["name"]) and l["state"] == state]
         return sorted(loops, key=lambda l: l["pid"]) if len(loops) == count else None
-    return lwe2e.wait_for("%d %s loops named %s-<pid>" % (count, state, prefix), check, timeout)
+    return sidecar_harness.wait_for("%d %s loops named %s-<pid>" % (count, state, prefix), check, timeout)
 
 
 def status_json(sidecar_bin, segment):
     """`loopwatch status --json` of the segment (read directly, no HTTP)."""
     r = subprocess.run([sidecar_bin, "status", "--segment", str(segment), "--json"],
                        stdout=subprocess.PIPE, stderr=subprocess.PIPE, timeout=10,
-                       env=lwe2e.clean_env())
+                       env=sidecar_harness.clean_env())
     assert r.returncode == 0, (r.returncode, r.stderr)
     return json.loads(r.stdout)
 
@@ -246,7 +246,7 @@ def wait_new(sc, msg, after, timeout, **fields):
             raise AssertionError("sidecar exited (%s) while waiting for %r; log:\n%s"
                                  % (sc.proc.returncode, msg, sc.log_text()))
         return None
-    return lwe2e.wait_for("log line %r %r (stall_id > %d)" % (msg, fields, after), check, timeout)
+    return sidecar_harness.wait_for("log line %r %r (stall_id > %d)" % (msg, fields, after), check, timeout)
 
 
 def wait_detection(sc, sent_at, measure, path="/livez"):
@@ -255,7 +255,7 @@ def wait_detection(sc, sent_at, measure, path="/livez"):
     answer before it must be 200 (no other verdict in between)."""
     deadline = sent_at + STALL_AFTER + POLL_INTERVAL + MARGIN + 2.0  # fail late: show the value
     last_ok = None
-    while lwe2e.now() < deadline:
+    while sidecar_harness.now() < deadline:
         r = sc.get(path)
         if r.status == 503:
             latency = r.ended - sent_at
@@ -267,7 +267,7 @@ def wait_detection(sc, sent_at, measure, path="/livez"):
             return r
         assert r.status == 200, r
         last_ok = r
-        time.sleep(max(0.0, r.started + 0.02 - lwe2e.now()))
+        time.sleep(max(0.0, r.started + 0.02 - sidecar_harness.now()))
     raise AssertionError("/livez never turned 503 (last: %r)" % (last_ok,))
 
 

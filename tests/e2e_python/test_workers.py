@@ -10,8 +10,8 @@ import re
 import signal
 import time
 
-import lwe2e
-from lwpy import (APP_FILE, MARGIN, POLL_INTERVAL, STALL_AFTER, check_report, children_of,
+import sidecar_harness
+from python_servers import (APP_FILE, MARGIN, POLL_INTERVAL, STALL_AFTER, check_report, children_of,
                   last_stall_id, line_of, wait_detection, wait_loops, wait_new)
 
 SLEEP = 3.0
@@ -83,7 +83,7 @@ def test_gunicorn_blocked_worker_verdict_per_worker(world, measure):
         assert h.status == 200 and h.json()["pid"] in set(pids) - {victim}, h
 
     answers = []
-    while req.response is None and req.error is None and lwe2e.now() < req.sent_at + SLEEP + 10:
+    while req.response is None and req.error is None and sidecar_harness.now() < req.sent_at + SLEEP + 10:
         answers.append(all_sc.livez())
         time.sleep(0.05)
     done = req.result(timeout=10)
@@ -114,7 +114,7 @@ def test_gunicorn_killed_worker_is_dead_then_replaced_and_forgotten(world, measu
     arbiter's new worker gets a slot of its own, named by its new pid, so
     /livez passes; the dead slot is dropped after forget_after."""
     forget_after = 3.0
-    sc = world.sidecar("--forget-after", lwe2e.seconds(forget_after))
+    sc = world.sidecar("--forget-after", sidecar_harness.seconds(forget_after))
     app = world.gunicorn(workers=3)
     loops = wait_loops(sc, 3, "gunicorn-worker", timeout=30)
     old = {l["pid"]: l for l in loops}
@@ -122,9 +122,9 @@ def test_gunicorn_killed_worker_is_dead_then_replaced_and_forgotten(world, measu
     victim = loops[0]
 
     os.kill(victim["pid"], signal.SIGKILL)
-    killed_at = lwe2e.now()
+    killed_at = sidecar_harness.now()
     dead = sc.wait_loop_state(victim["pid"], "dead", timeout=POLL_INTERVAL + MARGIN)
-    measure("dead seen after kill -9", (lwe2e.now() - killed_at) * 1e3, "ms")
+    measure("dead seen after kill -9", (sidecar_harness.now() - killed_at) * 1e3, "ms")
     assert dead["name"] == victim["name"] and dead["slot"] == victim["slot"], dead
     assert dead["stall"] is None, dead  # dead, not stalled
     died = sc.wait_log("loop died", timeout=2, pid=victim["pid"])
@@ -135,8 +135,8 @@ def test_gunicorn_killed_worker_is_dead_then_replaced_and_forgotten(world, measu
         live = [l for l in sc.loops()["loops"]
                 if l["state"] == "live" and re.fullmatch(r"gunicorn-worker-\d+", l["name"])]
         return live if len(live) == 3 and victim["pid"] not in {l["pid"] for l in live} else None
-    live = lwe2e.wait_for("the replacement worker's loop", respawned, timeout=30)
-    measure("replacement loop live after kill -9", lwe2e.now() - killed_at, "s")
+    live = sidecar_harness.wait_for("the replacement worker's loop", respawned, timeout=30)
+    measure("replacement loop live after kill -9", sidecar_harness.now() - killed_at, "s")
     (new,) = [l for l in live if l["pid"] not in old]
     assert new["name"] == "gunicorn-worker-%d" % new["pid"], new
     assert new["pid"] in worker_pids(app.pid), (new, children_of(app.pid))
@@ -150,19 +150,19 @@ def test_gunicorn_killed_worker_is_dead_then_replaced_and_forgotten(world, measu
     assert "dead" not in ok.body, ok
     assert sc.loop(victim["pid"])["failing_liveness"] is False
     m = sc.metrics()
-    assert lwe2e.metric(m, "loopwatch_loop_deaths_total") == 1
-    assert lwe2e.metric(m, "loopwatch_loops", state="dead") == 1
-    assert lwe2e.metric(m, "loopwatch_loops", state="live") == 3
+    assert sidecar_harness.metric(m, "loopwatch_loop_deaths_total") == 1
+    assert sidecar_harness.metric(m, "loopwatch_loops", state="dead") == 1
+    assert sidecar_harness.metric(m, "loopwatch_loops", state="live") == 3
 
     # forget_after after the death, the dead slot goes away.
-    lwe2e.wait_for("the dead loop to be forgotten",
+    sidecar_harness.wait_for("the dead loop to be forgotten",
                    lambda: sc.loop(victim["pid"]) is None, timeout=forget_after + MARGIN + 1)
-    forgotten = lwe2e.now() - killed_at
+    forgotten = sidecar_harness.now() - killed_at
     measure("dead loop forgotten after kill -9", forgotten, "s")
     assert forgotten >= forget_after - 0.2, forgotten
     assert sorted(l["pid"] for l in sc.loops()["loops"]) == sorted(worker_pids(app.pid))
     m = sc.metrics()
-    assert lwe2e.metric(m, "loopwatch_loops", state="dead") == 0
+    assert sidecar_harness.metric(m, "loopwatch_loops", state="dead") == 0
     assert sc.livez().status == 200
     assert len(sc.logged("loop died")) == 1
 
@@ -182,7 +182,7 @@ def test_gunicorn_respawned_worker_reclaims_the_dead_slot(world, measure):
     os.kill(app.pid, signal.SIGSTOP)  # no respawn for now
     try:
         os.kill(victim["pid"], signal.SIGKILL)
-        killed_at = lwe2e.now()
+        killed_at = sidecar_harness.now()
         sc.wait_loop_state(victim["pid"], "dead", timeout=POLL_INTERVAL + MARGIN)
         r = sc.wait_livez(503, timeout=STALL_AFTER + POLL_INTERVAL + MARGIN)
         measure("/livez 503 after kill -9, not replaced", r.ended - killed_at, "s")
@@ -191,10 +191,10 @@ def test_gunicorn_respawned_worker_reclaims_the_dead_slot(world, measure):
                                  % (victim["name"], victim["pid"])), r
     finally:
         os.kill(app.pid, signal.SIGCONT)
-    resumed_at = lwe2e.now()
+    resumed_at = sidecar_harness.now()
 
     gone = sc.wait_log("loop gone", timeout=30, pid=victim["pid"])
-    measure("dead slot reclaimed after SIGCONT", lwe2e.now() - resumed_at, "s")
+    measure("dead slot reclaimed after SIGCONT", sidecar_harness.now() - resumed_at, "s")
     assert gone["reason"] == "slot reclaimed" and gone["slot"] == victim["slot"], gone
     live = wait_loops(sc, 3, "gunicorn-worker", timeout=10)
     (new,) = [l for l in live if l["pid"] not in old]

@@ -4,7 +4,7 @@ the flag, or the variable) and the expected form."""
 
 import subprocess
 
-from lwe2e import clean_env
+from sidecar_harness import clean_env
 
 
 def run(sidecar_bin, args, env=None, cwd=None):

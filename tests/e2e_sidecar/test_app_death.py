@@ -4,7 +4,7 @@ nothing replaces it within stall_after; a new app takes over."""
 
 import signal
 
-from lwe2e import MARGIN, POLL_INTERVAL, STALL_AFTER, metric, now, wait_for
+from sidecar_harness import MARGIN, POLL_INTERVAL, STALL_AFTER, metric, now, wait_for
 
 
 

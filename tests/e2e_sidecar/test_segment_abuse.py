@@ -8,7 +8,7 @@ import random
 import signal
 import struct
 
-from lwe2e import metric, wait_for
+from sidecar_harness import metric, wait_for
 
 PROBES = ("/livez", "/readyz", "/startupz")
 QUICK = 0.25  # seconds: a probe must never wait on the segment

@@ -19,7 +19,7 @@ import time
 
 import pytest
 
-import lwe2e
+import sidecar_harness
 
 HERE = pathlib.Path(__file__).resolve().parent
 SOURCE_DIR = pathlib.Path(os.environ.get("LOOPWATCH_SOURCE_DIR") or HERE.parent.parent)
@@ -100,19 +100,19 @@ class World:
         self.procs = []
 
     def sidecar(self, *extra, start=True, **kw):
-        s = lwe2e.Sidecar(self.sidecar_bin, self.tmp, self.segment,
+        s = sidecar_harness.Sidecar(self.sidecar_bin, self.tmp, self.segment,
                           name="sidecar%d" % len(self.procs))
         self.procs.append(s)
         return s.start(*extra, **kw) if start else s
 
     def app(self, name="asio-main", start=True, cpus=None):
         binary = self._request.getfixturevalue("asio_app_bin")
-        a = lwe2e.App(binary, self.tmp, self.segment, name=name, label="app%d" % len(self.procs))
+        a = sidecar_harness.App(binary, self.tmp, self.segment, name=name, label="app%d" % len(self.procs))
         self.procs.append(a)
         return a.start(cpus=cpus) if start else a
 
     def burner(self, cpus):
-        b = lwe2e.Burner(cpus)
+        b = sidecar_harness.Burner(cpus)
         self.procs.append(b)
         return b
 
@@ -121,19 +121,19 @@ class World:
         does not work) and returns what went wrong with a sidecar: exited on
         its own (a crash), did not stop cleanly, or a sanitizer report."""
         problems = []
-        sidecars = [p for p in self.procs if isinstance(p, lwe2e.Sidecar) and p.proc]
+        sidecars = [p for p in self.procs if isinstance(p, sidecar_harness.Sidecar) and p.proc]
         for s in sidecars:
             if not s.expect_exit and s.proc.poll() is not None:
                 problems.append("%s exited by itself with %s" % (s.name, s.proc.returncode))
         for p in self.procs:
-            if not isinstance(p, lwe2e.Sidecar):
+            if not isinstance(p, sidecar_harness.Sidecar):
                 p.teardown()
         for s in sidecars:
             if s.alive():
-                s.signal(lwe2e.signal.SIGTERM)
+                s.signal(sidecar_harness.signal.SIGTERM)
                 try:
                     rc = s.wait(5)
-                except lwe2e.subprocess.TimeoutExpired:
+                except sidecar_harness.subprocess.TimeoutExpired:
                     rc = "no exit 5 s after SIGTERM"
                     s.teardown()
                 if rc != 0:

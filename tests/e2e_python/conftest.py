@@ -2,7 +2,7 @@
 """Fixtures of the Python end-to-end tests: the real failures of async Python
 services (shared/seeds), on real uvicorn / gunicorn / FastAPI (Debian
 packages) started through `python -m loopwatch.run`, against the real
-sidecar. Helpers are in lwpy.py.
+sidecar. Helpers are in python_servers.py.
 
 Environment (ctest sets it, see tests/python/CMakeLists.txt):
   PYTHONPATH            must hold the built package (build/python)
@@ -16,13 +16,13 @@ import pathlib
 
 import pytest
 
-import lwpy
-from lwpy import PYTHON, PyWorld, Server
+import python_servers
+from python_servers import PYTHON, PyWorld, Server
 
-# Fixtures and the summary hook of tests/e2e/conftest.py.
-sidecar_bin = lwpy.e2e_conftest.sidecar_bin
-measure = lwpy.e2e_conftest.measure
-pytest_terminal_summary = lwpy.e2e_conftest.pytest_terminal_summary
+# Fixtures and the summary hook of tests/e2e_sidecar/conftest.py.
+sidecar_bin = python_servers.e2e_conftest.sidecar_bin
+measure = python_servers.e2e_conftest.measure
+pytest_terminal_summary = python_servers.e2e_conftest.pytest_terminal_summary
 
 
 def _missing_modules():

@@ -8,7 +8,7 @@ import socket
 import threading
 import time
 
-from lwe2e import LOCALHOST, now, raw_request, status_of
+from sidecar_harness import LOCALHOST, now, raw_request, status_of
 
 SLOWLORIS_CLIENTS = 64
 LIVEZ_SAMPLES = 300

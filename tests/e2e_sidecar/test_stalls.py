@@ -6,7 +6,7 @@ import json
 import os
 import time
 
-from lwe2e import BEAT_INTERVAL, MARGIN, POLL_INTERVAL, STALL_AFTER, metric, now
+from sidecar_harness import BEAT_INTERVAL, MARGIN, POLL_INTERVAL, STALL_AFTER, metric, now
 
 
 def wait_detection(sidecar, sent_at, measure):

@@ -7,7 +7,7 @@ import socket
 
 import pytest
 
-from lwe2e import LOCALHOST, now, raw_request, status_of
+from sidecar_harness import LOCALHOST, now, raw_request, status_of
 
 
 @pytest.mark.parametrize("slow", [False, True], ids=["defaults", "long-intervals"])

@@ -3,7 +3,7 @@
 while the app is stalled (to stop a restart loop); logged, in the metrics,
 and it expires by itself."""
 
-from lwe2e import STALL_AFTER, metric
+from sidecar_harness import STALL_AFTER, metric
 
 HOLD = 3.0
 

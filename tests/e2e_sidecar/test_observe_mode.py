@@ -2,7 +2,7 @@
 """Observe mode: the probes always pass (for a safe roll-out), but stalls
 are still detected, logged and counted."""
 
-from lwe2e import STALL_AFTER, metric, now
+from sidecar_harness import STALL_AFTER, metric, now
 
 
 

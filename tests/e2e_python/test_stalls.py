@@ -14,8 +14,8 @@ import time
 
 import pytest
 
-import lwe2e
-from lwpy import (APP_FILE, BEAT_INTERVAL, MARGIN, POLL_INTERVAL, STALL_AFTER, check_report,
+import sidecar_harness
+from python_servers import (APP_FILE, BEAT_INTERVAL, MARGIN, POLL_INTERVAL, STALL_AFTER, check_report,
                   debug_stall, last_stall_id, line_of, metric_delta, new_lines,
                   stalled_loop, status_json, wait_detection, wait_new)
 
@@ -41,10 +41,10 @@ def test_time_sleep_in_async_endpoint(world, measure):
 
     # The app's own /health runs on the frozen loop: no answer. The
     # sidecar answers at once (the point of answering probes from outside).
-    t0 = lwe2e.now()
+    t0 = sidecar_harness.now()
     with pytest.raises(socket.timeout):
         app.get("/health", timeout=0.5)
-    measure("app /health during the stall: no answer within", lwe2e.now() - t0, "s")
+    measure("app /health during the stall: no answer within", sidecar_harness.now() - t0, "s")
     probe = sc.livez()
     measure("sidecar /livez during the stall", probe.elapsed * 1e3, "ms")
     assert probe.status == 503 and probe.elapsed < 0.25, probe
@@ -91,7 +91,7 @@ def test_time_sleep_in_async_endpoint(world, measure):
     assert abs(total - ended["duration_seconds"]) < 0.002, (total, ended)
     assert metric_delta(m0, m1, "loopwatch_loop_stalls_total", loop=name,
                         **{"class": "blocked"}) == 1
-    assert lwe2e.metric(m1, "loopwatch_loop_up", loop=name) == 1
+    assert sidecar_harness.metric(m1, "loopwatch_loop_up", loop=name) == 1
 
 
 class SlowUpstream:
@@ -102,7 +102,7 @@ class SlowUpstream:
         def do_GET(self):
             m = re.search(r"[?&]s=([0-9.]+)", self.path)
             delay = float(m.group(1)) if m else 0.0
-            self.server.arrived.append(lwe2e.now())
+            self.server.arrived.append(sidecar_harness.now())
             time.sleep(delay)
             body = b"slow ok"
             self.send_response(200)
@@ -110,20 +110,20 @@ class SlowUpstream:
             self.send_header("Content-Length", str(len(body)))
             self.end_headers()
             self.wfile.write(body)
-            self.server.answered.append(lwe2e.now())
+            self.server.answered.append(sidecar_harness.now())
 
         def log_message(self, *args):
             pass
 
     def __init__(self):
-        self.server = http.server.ThreadingHTTPServer((lwe2e.LOCALHOST, 0), self.Handler)
+        self.server = http.server.ThreadingHTTPServer((sidecar_harness.LOCALHOST, 0), self.Handler)
         self.server.daemon_threads = True
         self.server.arrived, self.server.answered = [], []
         self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
         self.thread.start()
 
     def url(self, seconds):
-        return "http://%s:%d/slow?s=%g" % (lwe2e.LOCALHOST, self.server.server_address[1], seconds)
+        return "http://%s:%d/slow?s=%g" % (sidecar_harness.LOCALHOST, self.server.server_address[1], seconds)
 
     def close(self):
         self.server.shutdown()
@@ -149,9 +149,9 @@ def test_requests_blocks_httpx_does_not(world, upstream, measure):
 
     # httpx: awaits the upstream; the loop goes on beating and serving.
     req = app.request_async("/upstream-async?url=%s" % upstream.url(SLEEP))
-    lwe2e.wait_for("the upstream to get the httpx request", lambda: upstream.server.arrived, 5)
+    sidecar_harness.wait_for("the upstream to get the httpx request", lambda: upstream.server.arrived, 5)
     livez, health = [], []
-    while req.response is None and req.error is None and lwe2e.now() < req.sent_at + SLEEP + 10:
+    while req.response is None and req.error is None and sidecar_harness.now() < req.sent_at + SLEEP + 10:
         livez.append(sc.livez())
         health.append(app.get("/health", timeout=2))
         time.sleep(0.05)

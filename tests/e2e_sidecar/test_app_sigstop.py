@@ -4,7 +4,7 @@ death; SIGCONT ends it."""
 
 import signal
 
-from lwe2e import MARGIN, POLL_INTERVAL, STALL_AFTER, now
+from sidecar_harness import MARGIN, POLL_INTERVAL, STALL_AFTER, now
 
 
 
