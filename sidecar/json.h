@@ -44,6 +44,11 @@ class JsonWriter {
 
   const std::string& str() const { return out_; }
   std::string Take() { return std::move(out_); }
+  // The document and a line feed: a response body.
+  std::string TakeLine() {
+    out_.push_back('\n');
+    return std::move(out_);
+  }
 
  private:
   void Comma();

@@ -64,11 +64,7 @@ void LagP99(const LoopView& l, JsonWriter* w) {
 // The per-loop entry of a probe's JSON detail.
 void ProbeLoopJson(const LoopView& l, JsonWriter* w) {
   w->BeginObject();
-  w->Field("slot", l.slot);
-  w->Field("name", l.name);
-  w->Field("kind", l.kind);
-  w->Field("pid", l.pid);
-  w->Field("state", LoopStateName(l.state));
+  LoopIdentityJson(l, w);
   w->Field("heartbeat_age_seconds", Seconds(l.heartbeat_age_ns));
   w->Field("lag_seconds", Seconds(l.lag_ns));
   LagP99(l, w);
@@ -117,6 +113,14 @@ const char* ProbeName(Probe p) {
     case Probe::kStartup: return "startupz";
   }
   return "livez";
+}
+
+void LoopIdentityJson(const LoopView& l, JsonWriter* w) {
+  w->Field("slot", l.slot);
+  w->Field("name", l.name);
+  w->Field("kind", l.kind);
+  w->Field("pid", l.pid);
+  w->Field("state", LoopStateName(l.state));
 }
 
 bool ViewIsStale(const View& view, int64_t now_ns, const Config& config) {
@@ -189,8 +193,7 @@ ProbeResponse AnswerProbe(Probe probe, const View& view, const Config& config,
     w.EndArray();
     w.EndObject();
     r.content_type = kJsonType;
-    r.body = w.Take();
-    r.body += '\n';
+    r.body = w.TakeLine();
     return r;
   }
 
@@ -251,12 +254,8 @@ std::string LoopsJson(const View& view, int64_t now_ns) {
   w.Key("loops").BeginArray();
   for (const LoopView& l : view.loops) {
     w.BeginObject();
-    w.Field("slot", l.slot);
+    LoopIdentityJson(l, &w);
     w.Field("generation", l.generation);
-    w.Field("name", l.name);
-    w.Field("kind", l.kind);
-    w.Field("pid", l.pid);
-    w.Field("state", LoopStateName(l.state));
     w.Field("ready", l.ready);
     w.Field("failing_liveness", l.failing_liveness);
     w.Field("interval_seconds", Seconds(l.interval_ns));
@@ -303,9 +302,7 @@ std::string LoopsJson(const View& view, int64_t now_ns) {
   }
   w.EndArray();
   w.EndObject();
-  std::string out = w.Take();
-  out += '\n';
-  return out;
+  return w.TakeLine();
 }
 
 std::string StallsJson(const View& view, int64_t now_ns) {
@@ -359,9 +356,7 @@ std::string StallsJson(const View& view, int64_t now_ns) {
   }
   w.EndArray();
   w.EndObject();
-  std::string out = w.Take();
-  out += '\n';
-  return out;
+  return w.TakeLine();
 }
 
 std::string HoldJson(const Hold& hold, const Config& config, int64_t now_ns) {
@@ -391,9 +386,7 @@ std::string HoldJson(const Hold& hold, const Config& config, int64_t now_ns) {
   w.Field("holds_total", s.count);
   w.Field("max_hold_seconds", Seconds(config.max_hold.count()));
   w.EndObject();
-  std::string out = w.Take();
-  out += '\n';
-  return out;
+  return w.TakeLine();
 }
 
 }  // namespace loopwatch

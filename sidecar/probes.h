@@ -21,6 +21,7 @@
 
 #include "config.h"
 #include "hold.h"
+#include "json.h"
 #include "model.h"
 
 namespace loopwatch {
@@ -58,6 +59,10 @@ std::string StallsJson(const View& view, int64_t now_ns);
 
 // The hold as JSON (GET/POST/DELETE /hold on the admin port).
 std::string HoldJson(const Hold& hold, const Config& config, int64_t now_ns);
+
+// The fields that name a loop in every JSON answer (the probes' detail,
+// /debug/loops, `loopwatch status --json`): slot, name, kind, pid, state.
+void LoopIdentityJson(const LoopView& l, JsonWriter* w);
 
 // True when the view is older than the poll thread's deadline.
 bool ViewIsStale(const View& view, int64_t now_ns, const Config& config);

@@ -10,6 +10,7 @@
 #include "format.h"
 #include "health.h"
 #include "json.h"
+#include "probes.h"
 #include "reader.h"
 
 
@@ -113,11 +114,7 @@ void PrintJson(const std::string& path, const HeaderSnapshot& h, const View& v,
   j.Key("loops").BeginArray();
   for (const LoopView& l : v.loops) {
     j.BeginObject();
-    j.Field("slot", l.slot);
-    j.Field("name", l.name);
-    j.Field("kind", l.kind);
-    j.Field("pid", l.pid);
-    j.Field("state", LoopStateName(l.state));
+    LoopIdentityJson(l, &j);
     j.Field("ready", l.ready);
     j.Field("heartbeat_age_seconds", Seconds(l.heartbeat_age_ns));
     int64_t p99 = LifetimeLagP99(l);

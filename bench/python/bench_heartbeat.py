@@ -21,8 +21,6 @@ import itertools
 import json
 import mmap
 import os
-import platform
-import re
 import resource
 import shlex
 import statistics
@@ -40,7 +38,9 @@ DEFAULT_INTERVAL = 0.1    # loopwatch's default (lib/python/loopwatch/_heartbeat
 # slot offset 136.
 HEADER_SIZE, SLOT_SIZE, BEAT_COUNT_OFF = 256, 8192, 136
 
-HZ = os.sysconf("SC_CLK_TCK")
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), os.pardir))
+from run_info import (HZ, machine, machine_line, save_results,  # noqa: E402
+                      system_busy, wait_quiet)
 
 
 # ===========================================================================
@@ -221,33 +221,6 @@ def micro(a):
 # ===========================================================================
 # driver
 
-def machine():
-    model = "unknown"
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    model = line.split(":", 1)[1].strip()
-                    break
-    except OSError:
-        pass
-    hyper = "none"
-    try:
-        out = subprocess.run(["lscpu"], capture_output=True, text=True, timeout=5).stdout
-        m = re.search(r"Hypervisor vendor:\s*(\S+)", out)
-        if m:
-            hyper = m.group(1)
-    except (OSError, subprocess.SubprocessError):
-        pass
-    try:
-        with open("/sys/devices/system/clocksource/clocksource0/current_clocksource") as f:
-            clocksource = f.read().strip()
-    except OSError:
-        clocksource = "?"
-    return {"cpu": model, "nproc": os.cpu_count(), "kernel": platform.release(),
-            "hypervisor": hyper, "clocksource": clocksource}
-
-
 def versions(python, pythonpath):
     code = ("import sys, json, uvloop, loopwatch;"
             "print(json.dumps({'python': sys.version.split()[0],"
@@ -265,13 +238,6 @@ def versions(python, pythonpath):
                        timeout=30)
     v["loopwatch_importable_without_pythonpath"] = p.returncode == 0
     return v
-
-
-def system_busy():
-    with open("/proc/stat") as f:
-        v = [int(x) for x in f.readline().split()[1:]]
-    user, nice, system, idle, iowait, irq, softirq, steal = v[:8]
-    return user + nice + system + irq + softirq, steal
 
 
 class Load:
@@ -292,20 +258,6 @@ def load_note(ld):
     return (f"machine during this part: {ld['cores_busy']:.2f} of {os.cpu_count()} "
             f"cores busy (every process, this benchmark included), "
             f"steal {ld['steal']:.3f}")
-
-
-def wait_quiet(max_wait, threshold=0.25):
-    """Waits (at most max_wait s) for one second in which the machine keeps
-    less than `threshold` cores busy. Returns the last reading."""
-    deadline = time.monotonic() + max_wait
-    while True:
-        b0, _ = system_busy()
-        time.sleep(1.0)
-        b1, _ = system_busy()
-        busy = (b1 - b0) / HZ
-        if busy < threshold or time.monotonic() >= deadline:
-            return busy
-        print(f"  (waiting for a quiet machine: {busy:.2f} cores busy)", flush=True)
 
 
 def child_env(a, variant, segdir, tag):
@@ -676,8 +628,7 @@ def main():
     t_start = time.monotonic()
     m = machine()
     v = versions(a.python, a.pythonpath)
-    head = [f"machine:   {m['cpu']}, nproc {m['nproc']}, kernel {m['kernel']}, "
-            f"hypervisor {m['hypervisor']}, clocksource {m['clocksource']}",
+    head = [f"machine:   {machine_line(m)}",
             f"python:    {v['python_path']} {v['python']}, uvloop {v['uvloop']}, "
             f"loopwatch {v['loopwatch']} from {os.path.dirname(v['loopwatch_file'])}"]
     print("\n".join(head))
@@ -780,10 +731,7 @@ def main():
         print(f"reproduce: {a.reproduce}")
     print(f"took {time.monotonic() - t_start:.0f} s")
     results["rows"] = rows
-    if a.json:
-        with open(a.json, "w") as f:
-            json.dump(results, f, indent=1)
-        print(f"results: {a.json}")
+    save_results(results, a.json)
     if problems:
         print("RESULT: ERROR (beat counts disagree)")
         return 2

@@ -13,7 +13,6 @@ paths; see bench/sidecar/README.md. Every load is bounded in time and goes to
 import argparse
 import json
 import os
-import platform
 import re
 import resource
 import shlex
@@ -26,7 +25,9 @@ import threading
 import time
 import urllib.request
 
-HZ = os.sysconf("SC_CLK_TCK")
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), os.pardir))
+from run_info import (HZ, machine, machine_line, save_results,  # noqa: E402
+                      system_busy, wait_quiet)
 PAGE = os.sysconf("SC_PAGE_SIZE")
 
 # Targets of shared/design.md, "Performance targets".
@@ -41,50 +42,6 @@ TARGET_METRICS_MS = 5.0            # /metrics with 256 loops
 
 # ---------------------------------------------------------------------------
 # machine and processes
-
-def machine():
-    model = "unknown"
-    hyper = ""
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    model = line.split(":", 1)[1].strip()
-                    break
-    except OSError:
-        pass
-    try:
-        out = subprocess.run(["lscpu"], capture_output=True, text=True,
-                             timeout=5).stdout
-        m = re.search(r"Hypervisor vendor:\s*(\S+)", out)
-        if m:
-            hyper = m.group(1)
-    except (OSError, subprocess.SubprocessError):
-        pass
-    return {
-        "cpu": model,
-        "cores": os.cpu_count(),
-        "kernel": platform.release(),
-        "hypervisor": hyper or "none",
-        "os": _os_name(),
-    }
-
-
-def _os_name():
-    try:
-        with open("/etc/os-release") as f:
-            for line in f:
-                if line.startswith("PRETTY_NAME="):
-                    return line.split("=", 1)[1].strip().strip('"')
-    except OSError:
-        pass
-    return platform.system()
-
-
-def machine_line(m):
-    return (f"{m['cpu']}, {m['cores']} cores, kernel {m['kernel']}, "
-            f"{m['os']}, hypervisor {m['hypervisor']}")
-
 
 def proc_jiffies(pid):
     """utime+stime of a process (all its threads), in clock ticks."""
@@ -167,14 +124,6 @@ def threads_of(pid):
     return names
 
 
-def system_busy():
-    """(busy ticks, steal ticks) over all CPUs since boot."""
-    with open("/proc/stat") as f:
-        v = [int(x) for x in f.readline().split()[1:]]
-    user, nice, system, idle, iowait, irq, softirq, steal = v[:8]
-    return user + nice + system + irq + softirq, steal
-
-
 class LoadMeter:
     """CPU used on the machine during a measurement, split into ours (the
     processes of this benchmark, this script included) and the rest (other
@@ -214,24 +163,6 @@ def load_note(load):
             f"{os.cpu_count()} cores busy, of which this benchmark "
             f"{load['ours_cores']:.2f} and other processes "
             f"{load['others_cores']:.2f}; steal {load['steal_cores']:.3f}")
-
-
-def wait_quiet(max_wait, threshold=0.25):
-    """Waits (at most max_wait s) for one second in which other processes
-    keep less than `threshold` cores busy. Returns the last reading."""
-    deadline = time.monotonic() + max_wait
-    while True:
-        b0, _ = system_busy()
-        r0 = resource.getrusage(resource.RUSAGE_SELF)
-        time.sleep(1.0)
-        b1, _ = system_busy()
-        r1 = resource.getrusage(resource.RUSAGE_SELF)
-        own = (r1.ru_utime + r1.ru_stime) - (r0.ru_utime + r0.ru_stime)
-        busy = max(0.0, (b1 - b0) / HZ - own)
-        if busy < threshold or time.monotonic() >= deadline:
-            return busy
-        print(f"  (waiting for a quiet machine: other processes keep "
-              f"{busy:.2f} cores busy)", flush=True)
 
 
 class Procs:
@@ -976,10 +907,7 @@ def main():
     if a.reproduce:
         print(f"reproduce: {a.reproduce}")
     results["rows"] = all_rows
-    if a.json:
-        with open(a.json, "w") as f:
-            json.dump(results, f, indent=1)
-        print(f"results: {a.json}")
+    save_results(results, a.json)
     return 0 if all(r["result"] in ("PASS", "info") for r in all_rows) else 1
 
 
