@@ -17,7 +17,7 @@
 //
 // A custom main runs the benchmarks with a reporter that also collects the
 // results, then prints a summary with the ratios and the targets of
-// shared/design.md. See bench/README.md.
+// docs/design.md. See bench/README.md.
 //
 // Extra flags (everything else goes to Google Benchmark):
 //   --check-targets        exit 1 if a target is missed or not measured

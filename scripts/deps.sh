@@ -4,7 +4,7 @@
 # Sourced by scripts/test; `lw_install_deps` installs what is missing.
 #
 # Everything comes from Debian 12's own archive: nothing is downloaded at
-# build time, and there is no Python index (see shared/design.md).
+# build time, and there is no Python index (see docs/design.md, "Dependencies").
 
 LW_DEB_PACKAGES=(
   # Toolchain and build.

@@ -3,7 +3,7 @@
 r"""What the Python heartbeat costs: the CPU of an idle asyncio / uvloop loop
 with loopwatch's heartbeat against the same loop without it, and the cost of
 one tick, taken apart. Prints each figure beside the target of
-shared/design.md ("Python heartbeat at the default interval: under 0.1% of
+docs/design.md ("Python heartbeat at the default interval: under 0.1% of
 one core"), with PASS/MISS.
 
 Started by scripts/bench-python, which builds the package, the sidecar binary
@@ -30,7 +30,7 @@ import sys
 import tempfile
 import time
 
-# shared/design.md, "Performance targets".
+# docs/design.md, "Performance targets".
 TARGET_PCT = 0.1          # % of one core, heartbeat at the default interval
 DEFAULT_INTERVAL = 0.1    # loopwatch's default (lib/python/loopwatch/_heartbeat.py)
 

@@ -1,7 +1,7 @@
 #!/usr/bin/python3
 # SPDX-License-Identifier: Apache-2.0
 r"""Sidecar benchmarks: runs real processes on 127.0.0.1 and prints what it
-measured beside the targets of shared/design.md, with PASS/FAIL.
+measured beside the targets of docs/design.md, with PASS/FAIL.
 
 Started by scripts/bench-sidecar, which builds the binaries and passes their
 paths; see bench/sidecar/README.md. Every load is bounded in time and goes to
@@ -30,7 +30,7 @@ from run_info import (HZ, machine, machine_line, save_results,  # noqa: E402
                       system_busy, wait_quiet)
 PAGE = os.sysconf("SC_PAGE_SIZE")
 
-# Targets of shared/design.md, "Performance targets".
+# Targets of docs/design.md, "Performance targets".
 TARGET_PROBE_P99_MS = 2.0          # at 1,000 requests/s, app fully stalled
 TARGET_PROBE_RATE = 1000
 TARGET_RPS = 20000                 # /livez per second on 2 cores

@@ -1,6 +1,6 @@
 # SPDX-License-Identifier: Apache-2.0
 """Fixtures of the Python end-to-end tests: the real failures of async Python
-services (shared/seeds), on real uvicorn / gunicorn / FastAPI (Debian
+services (docs/design.md, "The problem"), on real uvicorn / gunicorn / FastAPI (Debian
 packages) started through `python -m loopwatch.run`, against the real
 sidecar. Helpers are in python_servers.py.
 

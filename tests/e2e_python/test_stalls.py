@@ -1,5 +1,5 @@
 # SPDX-License-Identifier: Apache-2.0
-"""The blocking mistakes of async Python (shared/seeds), each in an `async
+"""The blocking mistakes of async Python (docs/design.md, "The problem"), each in an `async
 def` FastAPI endpoint of an unmodified app on real uvicorn, under
 `python -m loopwatch.run`: the sidecar's /livez fails after stall_after while
 the app's own /health cannot answer, and the stall report says where the loop
@@ -23,7 +23,7 @@ SLEEP = 2.5  # seconds the endpoints block the loop
 
 
 def test_time_sleep_in_async_endpoint(world, measure):
-    """time.sleep() in `async def`: the classic (seeds 000, 001)."""
+    """time.sleep() in `async def`: the classic."""
     sc = world.sidecar()
     app = world.uvicorn(loop="asyncio")
     name = "uvicorn-%d" % app.pid  # the runner execs: uvicorn keeps its pid

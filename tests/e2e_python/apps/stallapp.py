@@ -1,6 +1,6 @@
 # SPDX-License-Identifier: Apache-2.0
 """The FastAPI app of the end-to-end tests: each endpoint is one of the
-mistakes users make in `async def` code (see shared/seeds), plus a /health
+mistakes users make in `async def` code (docs/design.md, "The problem"), plus a /health
 that runs on the same loop and a readiness switch.
 
 No loopwatch import at module level: the runner (python -m loopwatch.run)
