@@ -17,13 +17,15 @@ import time
 HZ = os.sysconf("SC_CLK_TCK")
 
 
-def _read_first(path, prefix):
-    """The value of the first line of `path` that starts with `prefix`."""
+def _read_first(path, key, sep):
+    """The value of the first `key SEP value` line of `path` ("model name\t:
+    AMD ...", 'PRETTY_NAME="Debian ..."'), or None."""
     try:
         with open(path) as f:
             for line in f:
-                if line.startswith(prefix):
-                    return line.split(prefix[-1], 1)[1].strip().strip('"')
+                name, found, value = line.partition(sep)
+                if found and name.strip() == key:
+                    return value.strip().strip('"')
     except OSError:
         pass
     return None
@@ -45,10 +47,10 @@ def machine():
     except OSError:
         clocksource = "?"
     return {
-        "cpu": _read_first("/proc/cpuinfo", "model name:") or "unknown",
+        "cpu": _read_first("/proc/cpuinfo", "model name", ":") or "unknown",
         "cores": os.cpu_count(),
         "kernel": platform.release(),
-        "os": _read_first("/etc/os-release", "PRETTY_NAME=") or platform.system(),
+        "os": _read_first("/etc/os-release", "PRETTY_NAME", "=") or platform.system(),
         "hypervisor": hyper,
         "clocksource": clocksource,
     }

@@ -388,7 +388,8 @@ int lw_beat_at(lw_loop_t *l, uint64_t now) {
   if (!l) return 0;
   lw_seg_slot_t *s = l->slot;
   if (!s) return 0;
-  lw_seqlock_write_begin(&s->beat_seq, l->beat_seq);
+  const uint64_t seq = l->beat_seq; /* kept in a register across the stores */
+  lw_seqlock_write_begin(&s->beat_seq, seq);
   if (l->beat_count) {
     uint64_t expected = l->last_beat_ns + l->interval_ns;
     uint64_t lag = now > expected ? now - expected : 0;
@@ -405,7 +406,7 @@ int lw_beat_at(lw_loop_t *l, uint64_t now) {
   lw_store64(&s->beat_count, ++l->beat_count);
   l->last_beat_ns = now;
   lw_store64(&s->last_beat_ns, now);
-  l->beat_seq = lw_seqlock_write_end(&s->beat_seq, l->beat_seq);
+  l->beat_seq = lw_seqlock_write_end(&s->beat_seq, seq);
   return 0;
 }
 
