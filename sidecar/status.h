@@ -18,7 +18,8 @@
 namespace loopwatch {
 
 // `loopwatch status [--segment PATH] [--json] [--SETTING VALUE]...`; `args`
-// are the arguments after `status`, `env` the environment (ProcessEnvironment()). Settings (--stall-after, ...) are read as
+// are the arguments after `status`, `env` the environment
+// (ProcessEnvironment()). Settings (--stall-after, ...) are read as
 // `loopwatch run` reads them, environment and LOOPWATCH_CONFIG included, so
 // that in the sidecar's container the verdicts match the daemon's. Exit
 // code: 0 with a table (or --json object) on `out`; 1 if the segment cannot

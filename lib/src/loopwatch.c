@@ -31,7 +31,7 @@
 #include "segment_layout.h"
 
 #define LW_DEFAULT_REPORT_AFTER_NS UINT64_C(500000000)
-#define LW_MAX_REPORT_AFTER_NS UINT64_C(3600000000000)
+#define LW_HOUR_NS UINT64_C(3600000000000)
 
 static const uint64_t kLagBounds[LW_LAG_FINITE_BOUNDS] = LW_LAG_BOUNDS_NS_INIT;
 
@@ -45,7 +45,6 @@ void lw_internal_set_error(const char *fmt, ...) {
   vsnprintf(tls_error, sizeof tls_error, fmt, ap);
   va_end(ap);
 }
-#define set_error lw_internal_set_error
 
 uint64_t lw_now_ns(void) {
   struct timespec ts;
@@ -63,8 +62,8 @@ static int env_report_after(uint64_t *out) {
   }
   int64_t ns;
   if (lw_parse_duration(s, strlen(s), &ns) != 0 ||
-      (uint64_t)ns > LW_MAX_REPORT_AFTER_NS) {
-    set_error("LOOPWATCH_REPORT_AFTER=\"%s\": expected a duration from 0 to "
+      (uint64_t)ns > LW_HOUR_NS) {
+    lw_internal_set_error("LOOPWATCH_REPORT_AFTER=\"%s\": expected a duration from 0 to "
               "1h, like 500ms, 2s or 1m30s", s);
     return -EINVAL;
   }
@@ -82,7 +81,7 @@ static int env_slots(uint32_t *out) {
   errno = 0;
   unsigned long v = strtoul(s, &end, 10);
   if (errno || *end || v < 1 || v > LW_SEG_MAX_SLOTS) {
-    set_error("LOOPWATCH_SLOTS=\"%s\": expected a whole number from 1 to %u",
+    lw_internal_set_error("LOOPWATCH_SLOTS=\"%s\": expected a whole number from 1 to %u",
               s, LW_SEG_MAX_SLOTS);
     return -EINVAL;
   }
@@ -98,7 +97,7 @@ static int segment_attach(void) {
   const char *path = getenv("LOOPWATCH_SEGMENT");
   if (!path || !*path) return -ENOENT;
   if (strlen(path) >= sizeof lw_proc.path) {
-    set_error("LOOPWATCH_SEGMENT is longer than %zu bytes", sizeof lw_proc.path - 1);
+    lw_internal_set_error("LOOPWATCH_SEGMENT is longer than %zu bytes", sizeof lw_proc.path - 1);
     return -ENAMETOOLONG;
   }
   uint32_t want_slots;
@@ -270,31 +269,31 @@ int lw_loop_open(const char *name, uint64_t interval_ns, lw_loop_t **out) {
 int lw_loop_open_ex(const lw_loop_options_t *opt, lw_loop_t **out) {
   tls_error[0] = '\0';
   if (!out) {
-    set_error("out is NULL");
+    lw_internal_set_error("out is NULL");
     return -EINVAL;
   }
   *out = NULL;
   if (!opt || opt->struct_size < offsetof(lw_loop_options_t, report_after_ns) +
                                      sizeof opt->report_after_ns) {
-    set_error("options are NULL or struct_size is too small");
+    lw_internal_set_error("options are NULL or struct_size is too small");
     return -EINVAL;
   }
   if (!opt->name || !*opt->name) {
-    set_error("a loop needs a name");
+    lw_internal_set_error("a loop needs a name");
     return -EINVAL;
   }
   if (strlen(opt->name) > LW_NAME_MAX) {
-    set_error("loop name \"%.20s...\" is longer than %d bytes", opt->name,
+    lw_internal_set_error("loop name \"%.20s...\" is longer than %d bytes", opt->name,
               LW_NAME_MAX);
     return -ENAMETOOLONG;
   }
   const char *kind = opt->kind && *opt->kind ? opt->kind : "native";
   if (strlen(kind) > LW_KIND_MAX) {
-    set_error("loop kind \"%s\" is longer than %d bytes", kind, LW_KIND_MAX);
+    lw_internal_set_error("loop kind \"%s\" is longer than %d bytes", kind, LW_KIND_MAX);
     return -ENAMETOOLONG;
   }
-  if (opt->interval_ns == 0 || opt->interval_ns > UINT64_C(3600000000000)) {
-    set_error("interval_ns must be above zero and at most one hour");
+  if (opt->interval_ns == 0 || opt->interval_ns > LW_HOUR_NS) {
+    lw_internal_set_error("interval_ns must be above zero and at most one hour");
     return -EINVAL;
   }
   if (!lw_enabled()) return 0;
@@ -312,7 +311,7 @@ int lw_loop_open_ex(const lw_loop_options_t *opt, lw_loop_t **out) {
   int idx = rc == 0 ? claim_slot() : rc;
   if (idx < 0) {
     if (idx == -ENOSPC) {
-      set_error("all %u slots of segment %s are in use by live loops; "
+      lw_internal_set_error("all %u slots of segment %s are in use by live loops; "
                 "create it with more (LOOPWATCH_SLOTS)", lw_proc.slot_count, lw_proc.path);
     }
     pthread_mutex_unlock(&lw_proc.mu);

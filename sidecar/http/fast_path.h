@@ -33,6 +33,9 @@ struct FastResponse {
 
 // Parses a complete request head (request line and headers through the
 // blank line) for the fast path. False: not for it; a worker answers it.
+// Any plain path is taken here; the route set's answer function decides
+// which paths it answers on the fast path (the public routes: the probes
+// and /healthz) and leaves the others to a worker.
 // Taken are only:
 //   - the request line "GET|HEAD SP path[?query] SP HTTP/1.1|HTTP/1.0", the
 //     path without %-escapes, the query plain name[=value] pairs of

@@ -56,6 +56,7 @@ constexpr size_t kMaxConnections = 256;
 constexpr int kKeepAliveIdleSec = 5;
 // The Keep-Alive header of a response on a connection that stays open.
 inline constexpr const char kKeepAliveHeader[] = "timeout=5";
+static_assert(kKeepAliveIdleSec == 5, "kKeepAliveHeader repeats kKeepAliveIdleSec");
 
 // Called by a handler on a worker thread: the connection closes after this
 // response (its body was not read, or the stream is out of step), and the

@@ -1,7 +1,7 @@
 // SPDX-License-Identifier: Apache-2.0
 //
 // listen_address.h: the one grammar of the addresses the sidecar listens on
-// (the `listen` and `admin_listen` settings; the webhook's --listen):
+// (the `listen` and `admin_listen` settings):
 //
 //   HOST:PORT     an IPv4 address or a host name: 0.0.0.0:9321, localhost:9321
 //   [IPV6]:PORT   an IPv6 address in brackets: [::]:9321, [::1]:9322

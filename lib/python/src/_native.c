@@ -151,7 +151,7 @@ static void *reporter_main(void *arg) {
       if (self->task_fn) {
         PyObject *r = PyObject_CallNoArgs(self->task_fn);
         const char *s = r && PyUnicode_Check(r) ? PyUnicode_AsUTF8(r) : NULL;
-        if (s) copy_cut(task, sizeof task, s, strlen(s));
+        if (s) copy_utf8_cut(task, sizeof task, s, strlen(s));
         else snprintf(task, sizeof task, "unknown (reading it failed)");
         Py_XDECREF(r);
         PyErr_Clear();

@@ -8,7 +8,7 @@
 
 /* Copies at most size - 1 bytes of src, cut before a UTF-8 continuation
  * byte (never inside a character), and terminates the copy. */
-void copy_cut(char *dst, size_t size, const char *src, size_t len) {
+void copy_utf8_cut(char *dst, size_t size, const char *src, size_t len) {
   if (len > size - 1) {
     len = size - 1;
     while (len > 0 && ((unsigned char)src[len] & 0xC0u) == 0x80u) len--;
@@ -17,10 +17,10 @@ void copy_cut(char *dst, size_t size, const char *src, size_t len) {
   dst[len] = '\0';
 }
 
-/* copy_cut into a field that the watchdog reads concurrently. */
+/* copy_utf8_cut into a field that the watchdog reads concurrently. */
 static void store_cut(char *dst, size_t size, const char *src, size_t len) {
   char buf[kPathSize];
-  copy_cut(buf, size, src, len);
+  copy_utf8_cut(buf, size, src, len);
   lw_store_field(dst, buf, size);
 }
 

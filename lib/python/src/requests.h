@@ -47,6 +47,6 @@ int requests_read(request_table *t, request_copy *out, int max, uint64_t *more);
 
 /* Copies at most size - 1 bytes of src, cut before a UTF-8 continuation
  * byte (never inside a character), and terminates the copy. */
-void copy_cut(char *dst, size_t size, const char *src, size_t len);
+void copy_utf8_cut(char *dst, size_t size, const char *src, size_t len);
 
 #endif /* LOOPWATCH_PYTHON_REQUESTS_H_ */
