@@ -16,6 +16,7 @@
 
 #include "duration.h"
 #include "http/listen_address.h"
+#include "http/probe_lane.h"
 
 namespace loopwatch {
 
@@ -29,6 +30,9 @@ struct Config {
   ListenAddress listen{"0.0.0.0", 9321};
   // nullopt: off, no admin port.
   std::optional<ListenAddress> admin_listen = ListenAddress{"127.0.0.1", 9322};
+  // Addresses whose connections to `listen` get a lane of their own (the
+  // kubelet's: the node's address, status.hostIP); empty: one lane for all.
+  std::vector<PeerAddress> probe_peers;
   Duration poll_interval = std::chrono::milliseconds(100);
   // A loop silent this long is stalled: /livez fails.
   Duration stall_after = std::chrono::seconds(5);

@@ -103,6 +103,7 @@ int Run(const std::vector<std::string>& args, const std::map<std::string, std::s
                .Str("listen", config.listen.ToString())
                .Int("port", servers.port())
                .Str("admin_listen", config.admin_listen ? config.admin_listen->ToString() : "off")
+               .Str("probe_peers", FormatPeerList(config.probe_peers))
                .Int("admin_port", servers.admin_port())
                .Str("mode", config.mode == Mode::kObserve ? "observe" : "enforce")
                .Seconds("stall_after_seconds", config.stall_after.count())

@@ -471,9 +471,31 @@ SidecarMetrics::SidecarMetrics()
            {"code", std::to_string(kFixedCodeValues[c])}});
     }
   }
+  auto& connections = prometheus::BuildCounter()
+                          .Name("loopwatch_http_connections_total")
+                          .Help("HTTP connections accepted, by listener (public, probe_lane, "
+                                "admin).")
+                          .Register(*registry_);
+  for (int l = 0; l < kListeners; l++) {
+    connections_[size_t(l)] = &connections.Add({{"listener", ListenerName(Listener(l))}});
+  }
 }
 
 SidecarMetrics::~SidecarMetrics() = default;
+
+const char* ListenerName(Listener l) {
+  switch (l) {
+    case Listener::kPublic: return "public";
+    case Listener::kProbeLane: return "probe_lane";
+    case Listener::kAdmin: return "admin";
+  }
+  return "unknown";
+}
+
+void SidecarMetrics::CountConnection(Listener listener) {
+  const auto i = size_t(listener);
+  if (i < connections_.size()) connections_[i]->Increment();
+}
 
 void SidecarMetrics::CountProbe(Endpoint endpoint, int code) {
   const auto e = size_t(endpoint);

@@ -40,6 +40,12 @@ enum class Endpoint { kLivez, kReadyz, kStartupz, kHealthz, kMetrics };
 constexpr int kEndpoints = 5;
 const char* EndpointName(Endpoint e);
 
+// The sockets the sidecar accepts connections on.
+enum class Listener { kPublic, kProbeLane, kAdmin };
+constexpr int kListeners = 3;
+// "public", "probe_lane", "admin".
+const char* ListenerName(Listener l);
+
 // The states a loop is exported in (gone loops are not exported), in order.
 inline constexpr LoopState kExportedStates[] = {LoopState::kStarting, LoopState::kLive,
                                                 LoopState::kLagging, LoopState::kStalled,
@@ -67,6 +73,10 @@ class SidecarMetrics {
   // series up under the family's mutex.
   void CountProbe(Endpoint endpoint, int code);
 
+  // Counts one accepted connection in loopwatch_http_connections_total
+  // {listener}. Thread-safe, an atomic add.
+  void CountConnection(Listener listener);
+
   // The whole exposition: the per-loop families, then SidecarWide().
   // Thread-safe.
   std::string Render(const View& view, const Hold& hold, int64_t now_ns) const;
@@ -85,6 +95,7 @@ class SidecarMetrics {
   std::shared_ptr<prometheus::Registry> registry_;
   prometheus::Family<prometheus::Counter>* requests_ = nullptr;
   std::array<std::array<prometheus::Counter*, kFixedCodes>, kEndpoints> fixed_{};
+  std::array<prometheus::Counter*, kListeners> connections_{};
 };
 
 // Content-Type of the text exposition.

@@ -231,6 +231,21 @@ Setting AddressSetting(const char* key, ListenAddress Config::*field, const char
   return s;
 }
 
+// Addresses of peers, comma-separated; "" for none.
+Setting PeersSetting(const char* key, std::vector<PeerAddress> Config::*field,
+                     const char* help) {
+  Setting s;
+  s.key = key;
+  s.metavar = "IP[,IP...]";
+  s.help = help;
+  s.kind = Kind::kString;
+  s.parse = [field](const std::string& text, Config* c, std::string* why) {
+    return ParsePeerList(text, &(c->*field), why);
+  };
+  s.format = [field](const Config& c) { return FormatPeerList(c.*field); };
+  return s;
+}
+
 // An address, or "off" for none.
 Setting OptionalAddressSetting(const char* key, std::optional<ListenAddress> Config::*field,
                                const char* help) {
@@ -272,6 +287,8 @@ const std::vector<Setting>& Settings() {
                                "address of the probes and /metrics"));
     t.push_back(OptionalAddressSetting("admin_listen", &Config::admin_listen,
                                        "address of /debug/* and the hold (off: none)"));
+    t.push_back(PeersSetting("probe_peers", &Config::probe_peers,
+                             "the kubelet's address (status.hostIP): a lane of its own on listen"));
     t.push_back(DurationSetting("poll_interval", &Config::poll_interval,
                                 milliseconds(1), seconds(10),
                                 "how often the segment is read"));

@@ -26,6 +26,8 @@ constexpr int64_t kNsPerSec = 1000000000;
 // Response bytes buffered before a send.
 constexpr size_t kWriteBufferBytes = 64 * 1024;
 constexpr size_t kReadChunk = 8192;
+// The backlog asked for; the kernel caps it at net.core.somaxconn.
+constexpr int kListenBacklog = 65535;
 
 // Set by a handler on this worker thread: see CloseAfterResponse().
 thread_local bool t_close_connection = false;
@@ -217,11 +219,12 @@ class GatedServer::ConnStream : public httplib::Stream {
 GatedServer::GatedServer(std::string name, size_t workers, int64_t timeout_ns)
     : name_(std::move(name)), workers_n_(workers), timeout_ns_(timeout_ns) {
   new_task_queue = [] { return new InlineQueue; };
-  // SO_REUSEADDR only: httplib's default SO_REUSEPORT would let a second
-  // sidecar bind the same port silently.
-  set_socket_options([](socket_t sock) {
+  // SO_REUSEADDR, and SO_REUSEPORT only for a lane of a pair: httplib's
+  // default SO_REUSEPORT would let a second sidecar bind the port silently.
+  set_socket_options([this](socket_t sock) {
     int yes = 1;
     setsockopt(sock, SOL_SOCKET, SO_REUSEADDR, &yes, sizeof yes);
+    if (reuse_port_) setsockopt(sock, SOL_SOCKET, SO_REUSEPORT, &yes, sizeof yes);
   });
   set_keep_alive_timeout(kKeepAliveIdleSec);
   set_payload_max_length(kMaxPayloadBytes);
@@ -237,7 +240,9 @@ void GatedServer::SetFastPath(FastAnswer answer, FastCount count) {
   fast_count_ = std::move(count);
 }
 
-bool GatedServer::Bind(const ListenAddress& at, int* port, std::string* error) {
+bool GatedServer::Bind(const ListenAddress& at, bool reuse_port, int* port,
+                       std::string* error) {
+  reuse_port_ = reuse_port;
   errno = 0;
   if (!bind_to_port(at.host, at.port)) {
     const int err = errno;
@@ -246,9 +251,10 @@ bool GatedServer::Bind(const ListenAddress& at, int* port, std::string* error) {
     return false;
   }
   const int fd = svr_sock_;
-  // httplib listens with a backlog of 5; a burst of probes and scrapes
-  // deserves more (listen() again just resizes the queue on Linux).
-  ::listen(fd, 128);
+  // httplib listens with a backlog of 5. A full accept queue drops a SYN,
+  // which the client retries only after a second: a burst of connections
+  // deserves the kernel's largest queue (listen() again resizes it).
+  ::listen(fd, kListenBacklog);
   sockaddr_storage ss{};
   socklen_t len = sizeof ss;
   if (getsockname(fd, reinterpret_cast<sockaddr*>(&ss), &len) != 0) {
@@ -396,6 +402,7 @@ void GatedServer::GateLoop() {
 }
 
 void GatedServer::Accepted(int fd) {
+  if (on_accept_) on_accept_();
   size_t count;
   {
     std::lock_guard<std::mutex> lock(conns_mu_);

@@ -76,12 +76,19 @@ class GatedServer : public httplib::Server {
   // Both run on the gate thread, so they must never block: they answer
   // from memory, in microseconds. An exception from `answer` sends the
   // request to a worker. Set before Run().
+  // Told of every connection accepted, on the gate thread. Set before Run().
+  void SetOnAccept(std::function<void()> on_accept) { on_accept_ = std::move(on_accept); }
+
   using FastAnswer = std::function<bool(const FastRequest&, FastResponse*)>;
   using FastCount = std::function<void(const FastRequest&, int status)>;
   void SetFastPath(FastAnswer answer, FastCount count);
 
   // Binds `at`; on success *port is the port bound (`at.port` may be 0).
-  bool Bind(const ListenAddress& at, int* port, std::string* error);
+  // With `reuse_port`, the socket joins the SO_REUSEPORT group of the
+  // address (the probe lane and the general lane, probe_lane.h).
+  bool Bind(const ListenAddress& at, bool reuse_port, int* port, std::string* error);
+  // The listening socket once bound, -1 before.
+  int listening_fd() const { return svr_sock_; }
   // Starts the gate, the workers and the accept thread.
   bool Run(std::string* error);
   // Stops everything and closes every connection (requests in flight are
@@ -143,6 +150,8 @@ class GatedServer : public httplib::Server {
   std::mutex conns_mu_;  // every open connection, for the limit and Shutdown()
   std::unordered_set<Conn*> conns_;
 
+  bool reuse_port_ = false;  // read by the socket options while binding
+  std::function<void()> on_accept_;
   FastAnswer fast_answer_;  // set before Run(); gate thread only
   FastCount fast_count_;
 };

@@ -1,10 +1,11 @@
 // SPDX-License-Identifier: Apache-2.0
 //
-// servers.h: the sidecar's two HTTP servers, each a GatedServer (gate.h)
-// with its route set: the public port (public_routes.h; `http_threads`
-// workers) and the admin port (admin_routes.h; at most 2 workers), unless
-// `admin_listen` is off. Reads and writes of a connection time out after
-// `http_timeout`.
+// servers.h: the sidecar's HTTP servers, each a GatedServer (gate.h) with
+// its route set: the public port (public_routes.h; `http_threads` workers),
+// with `probe_peers` a second socket on it that only they reach (the probe
+// lane, probe_lane.h; one worker), and the admin port (admin_routes.h; at
+// most 2 workers), unless `admin_listen` is off. Reads and writes of a
+// connection time out after `http_timeout`.
 #ifndef LOOPWATCH_SIDECAR_HTTP_SERVERS_H_
 #define LOOPWATCH_SIDECAR_HTTP_SERVERS_H_
 
@@ -55,6 +56,7 @@ class HttpServers {
   RouteLog log_;
   Clock clock_;
   std::unique_ptr<GatedServer> public_;
+  std::unique_ptr<GatedServer> probe_lane_;  // with probe_peers
   std::unique_ptr<GatedServer> admin_;
   int port_ = -1;
   int admin_port_ = -1;

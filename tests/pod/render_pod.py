@@ -13,6 +13,9 @@ the test needs it:
 - containers publish their ports on 127.0.0.1 host ports, so the test can
   reach the probes and the app;
 - env overrides given with --env NAME=VALUE are set in the app container;
+- an env value from the downward API's status.hostIP (the sidecar's
+  LOOPWATCH_PROBE_PEERS), which podman 4.3 refuses to play, becomes a
+  literal address (HOST_IP_STANDIN: podman has no node);
 - the pod's volumes and the ConfigMap get the pod's name as a prefix,
   since kube play makes podman volumes of them, so the test can remove
   exactly its own.
@@ -32,6 +35,8 @@ import sys
 import yaml
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
+# What status.hostIP becomes in the pod podman plays.
+HOST_IP_STANDIN = "127.0.0.1"
 EXAMPLE = ROOT / "deploy" / "examples" / "fastapi"
 
 
@@ -74,6 +79,11 @@ def render(name, sidecar_port, app_port, env):
             if p["containerPort"] in host_ports:
                 p["hostPort"] = host_ports[p["containerPort"]]
                 p["hostIP"] = "127.0.0.1"
+    for c in spec["containers"]:
+        for e in c.get("env", []):
+            if (e.get("valueFrom") or {}).get("fieldRef", {}).get("fieldPath") == "status.hostIP":
+                del e["valueFrom"]
+                e["value"] = HOST_IP_STANDIN
     (app,) = [c for c in spec["containers"] if c["name"] == "app"]
     for item in env:
         key, _, value = item.partition("=")

@@ -322,6 +322,14 @@ export function checkLoopwatch(ps, form) {
       err(sp, `${who}: listen address ${listen} is not on port ${PROBE_PORT}, where the probes and the PodMonitor go`);
   }
 
+  // The kubelet's address gets a lane of its own on the probe port
+  // (docs/kubernetes.md, "Probes under a flood"): the node's address, from
+  // the downward API.
+  const peers = envValue(side, "LOOPWATCH_PROBE_PEERS");
+  if (flagValue(side, "--probe-peers") === undefined &&
+      !(peers.found && peers.from?.fieldRef?.fieldPath === "status.hostIP"))
+    err(sp, `${who} does not set LOOPWATCH_PROBE_PEERS from the downward API (valueFrom.fieldRef.fieldPath: status.hostIP), so any pod's connection flood can delay the kubelet's probes`);
+
   // The sidecar's port, own probes and resources.
   const ports = side.ports || [];
   if (!ports.some((p) => p?.containerPort === PROBE_PORT))
