@@ -44,6 +44,9 @@ struct Config {
   Duration startup_grace = std::chrono::seconds(60);
   LivenessPolicy liveness_policy = LivenessPolicy::kAny;
   Mode mode = Mode::kEnforce;
+  // Query string values in activity labels, requests and stacks become
+  // REDACTED before anything logs or serves them.
+  bool redact_query = true;
   // Whether a stall classed `host` (the whole pod was paused) fails /livez.
   bool host_stall_fails_liveness = false;
   // Stall reports logged per loop per report_window; the rest are counted.

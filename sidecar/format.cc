@@ -4,6 +4,8 @@
 #include <cinttypes>
 #include <cstdio>
 
+#include "redact_query.h"
+
 namespace loopwatch {
 namespace {
 
@@ -88,6 +90,18 @@ std::string ValidUtf8(std::string_view s) {
       i += n;
     }
   }
+  return out;
+}
+
+std::string RedactQuery(std::string_view s) {
+  if (s.find('?') == std::string_view::npos) return std::string(s);
+  std::string out(s.size() + 64, '\0');
+  size_t n = lw_redact_query(s.data(), s.size(), out.data(), out.size());
+  if (n > out.size()) {
+    out.resize(n);
+    n = lw_redact_query(s.data(), s.size(), out.data(), out.size());
+  }
+  out.resize(n);
   return out;
 }
 

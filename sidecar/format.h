@@ -34,6 +34,10 @@ size_t Utf8SequenceLength(std::string_view s, size_t i);
 // `s` with every invalid UTF-8 byte replaced by U+FFFD.
 std::string ValidUtf8(std::string_view s);
 
+// `s` with the value of every query string parameter replaced by REDACTED
+// (lib/src/redact_query.h): for activity labels, requests and stacks.
+std::string RedactQuery(std::string_view s);
+
 }  // namespace loopwatch
 
 #endif  // LOOPWATCH_SIDECAR_FORMAT_H_

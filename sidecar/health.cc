@@ -68,6 +68,7 @@ struct Health::Track {
   bool report_logged = false;
   bool report_seen_open = false; // the report was open at the last poll
   std::deque<int64_t> logged_at; // report log times, for the rate limit
+  uint64_t report_seq = ~uint64_t{0};  // of the report last taken into `stall`
   int64_t gone_at_ns = 0;
 
   // The last beat, or the opening if none: where silence is counted from.
@@ -100,6 +101,10 @@ std::shared_ptr<const View> Health::Update(
   }
   prev_poll_ns_ = now_ns;
   return Publish(status, segment_error, uint32_t(slots.size()), now_ns);
+}
+
+std::string Health::AppText(std::string_view text) const {
+  return config_.redact_query ? RedactQuery(text) : std::string(text);
 }
 
 // ---- 1, 2: the pause and the segment
@@ -193,7 +198,7 @@ void Health::Depart(std::unique_ptr<Track> t, const char* why, int64_t now_ns,
 void Health::ObserveBeat(Track* t, const SlotSnapshot& s, int64_t now_ns) {
   LoopView& v = t->view;
   v.ready = s.ready;
-  v.activity = s.activity;
+  v.activity = AppText(s.activity);
   v.beats = s.beat_count;
   CopyBuckets(s.lag_bucket, v.lag_bucket);
   v.lag_sum_ns = s.lag_sum_ns;
@@ -297,6 +302,7 @@ void Health::AdvanceStall(Track* t, const SlotSnapshot& s, int64_t now_ns,
     t->host_uncounted = false;
     t->report_logged = false;
     t->report_seen_open = false;
+    t->report_seq = ~uint64_t{0};
   } else if (st.stall_class == StallClass::kHost && !host) {
     // Silent well past the pause: the app's own stall after all.
     st.stall_class = StallClass::kUnknown;
@@ -350,8 +356,11 @@ void Health::TakeReport(Track* t, const SlotSnapshot& s, int64_t now_ns) {
   st.loop_cpu_ns = int64_t(r.loop_cpu_ns);
   st.syscall = r.syscall_name;
   st.wchan = r.wchan;
-  st.activity = r.activity;
-  st.text = r.text;
+  if (r.seq != t->report_seq) {  // the texts only when they changed
+    t->report_seq = r.seq;
+    st.activity = AppText(r.activity);
+    st.text = AppText(r.text);
+  }
 }
 
 void Health::CountStall(Track* t) {

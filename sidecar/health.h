@@ -16,6 +16,7 @@
 #include <map>
 #include <memory>
 #include <string>
+#include <string_view>
 #include <vector>
 
 #include "config.h"
@@ -71,6 +72,9 @@ class Health {
   void JudgeDead(Track* t, int64_t now_ns);
   // The three verdicts of a View whose loops are filled in.
   void Judge(View* v) const;
+  // Text from the app's memory as the sidecar keeps it: query string values
+  // redacted unless redact_query is off.
+  std::string AppText(std::string_view text) const;
   // Why `l` makes /readyz fail; empty if it does not.
   std::string NotReadyReason(const LoopView& l) const;
 

@@ -76,7 +76,6 @@ void ProbeLoopJson(const LoopView& l, JsonWriter* w) {
     w->Field("class", StallClassName(l.stall.stall_class));
     w->Field("seconds", Seconds(l.stall.duration_ns));
     w->Field("syscall", l.stall.syscall);
-    w->Field("activity", l.stall.activity);
     w->EndObject();
   } else {
     w->Null();
@@ -97,7 +96,6 @@ std::string LoopLine(const LoopView& l) {
     s += " stall=" + std::string(StallClassName(l.stall.stall_class)) + "/" +
          Fixed(l.stall.duration_ns);
     if (!l.stall.syscall.empty()) s += " syscall=" + OneLine(l.stall.syscall);
-    if (!l.stall.activity.empty()) s += " activity=\"" + OneLine(l.stall.activity) + "\"";
   }
   return s;
 }

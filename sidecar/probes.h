@@ -1,7 +1,9 @@
 // SPDX-License-Identifier: Apache-2.0
 //
 // probes.h: the answers of the HTTP endpoints, as pure functions of a View,
-// the Config, the Hold and the time. No I/O, no clock, no locks held while
+// the Config, the Hold and the time. The public answers (the probes,
+// /healthz) carry no text from the app's memory but the loops' names and
+// kinds: activity labels, requests and stacks are for the admin port. No I/O, no clock, no locks held while
 // formatting: the HTTP layer copies the View pointer and calls these, and
 // tests call them with hand-made Views and times.
 //

@@ -318,6 +318,9 @@ const std::vector<Setting>& Settings() {
                             &Config::host_stall_fails_liveness,
                             "whether a host pause (not the app's fault) "
                             "fails /livez"));
+    t.push_back(BoolSetting("redact_query", &Config::redact_query,
+                            "query string values in labels, requests and stacks become "
+                            "REDACTED"));
     t.push_back(CountSetting("report_limit", &Config::report_limit, 0,
                              UINT32_MAX,
                              "stall reports logged per loop per "

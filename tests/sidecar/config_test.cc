@@ -522,6 +522,7 @@ std::vector<SettingCase> AllSettings() {
       {"segment", "/dev/shm/other segment", [](const Config& c) { return c.segment == "/dev/shm/other segment"; }},
       {"listen", "127.0.0.1:8080", [](const Config& c) { return c.listen.ToString() == "127.0.0.1:8080"; }},
       {"admin_listen", "localhost:8081", [](const Config& c) { return c.admin_listen && c.admin_listen->ToString() == "localhost:8081"; }},
+      {"redact_query", "false", [](const Config& c) { return !c.redact_query; }},
       {"probe_peers", "10.0.0.5,fd00::5", [](const Config& c) { return FormatPeerList(c.probe_peers) == "10.0.0.5,fd00::5"; }},
       {"poll_interval", "50ms", [](const Config& c) { return c.poll_interval == milliseconds(50); }},
       {"stall_after", "1m30s", [](const Config& c) { return c.stall_after == seconds(90); }},
@@ -563,7 +564,7 @@ TEST_F(ConfigTest, TheTableCoversEverySetting) {
   }
   for (auto& s : AllSettings()) tested.insert(s.key);
   EXPECT_EQ(printed, tested);
-  EXPECT_EQ(printed.size(), 22u);
+  EXPECT_EQ(printed.size(), 23u);
 }
 
 TEST_F(ConfigTest, EverySettingInEverySpelling) {

@@ -466,6 +466,41 @@ TEST_F(HealthTest, StallIsDetectedReportedAndEnded) {
   EXPECT_EQ(Loop("uvicorn-7")->stalls[int(StallClass::kBlocked)], 1u);
 }
 
+// Query string values from the app's memory (the activity label, the
+// report's activity and text) are redacted as the sidecar takes them in,
+// before any log line, endpoint or `loopwatch status` sees them.
+TEST_F(HealthTest, QueryValuesAreRedactedAsTheyComeIn) {
+  for (bool redact : {true, false}) {
+    cfg.redact_query = redact;
+    health.reset();
+    Open(0, "uvicorn-7");
+    snprintf(slots[0].activity, sizeof slots[0].activity, "GET /orders?api_key=CANARY1");
+    sims[0].text = "requests in flight: 1\n  POST /pay?card=CANARY2&x=1 (0.5 s)\n";
+    Warm();
+    EXPECT_EQ(Loop("uvicorn-7")->activity,
+              redact ? "GET /orders?api_key=REDACTED" : "GET /orders?api_key=CANARY1");
+    sims[0].beating = false;
+    snprintf(slots[0].report.activity, sizeof slots[0].report.activity, "GET /x?t=CANARY3");
+    Steps(55);
+    const LoopView* l = Loop("uvicorn-7");
+    ASSERT_TRUE(l->stall.has_report);
+    if (redact) {
+      EXPECT_EQ(l->stall.text, "requests in flight: 1\n  POST /pay?card=REDACTED&x=REDACTED (0.5 s)\n");
+      for (const Event& e : all_events) {
+        for (const std::string* t : {&e.stall.text, &e.stall.activity, &e.loop.activity}) {
+          EXPECT_EQ(t->find("CANARY"), std::string::npos) << *t;
+        }
+      }
+    } else {
+      EXPECT_THAT(l->stall.text, HasSubstr("card=CANARY2"));
+    }
+    sims[0].beating = true;
+    Steps(2);
+    slots[0].state = LW_SLOT_CLOSED;
+    Step();
+  }
+}
+
 TEST_F(HealthTest, CpuStallSaysCpuBound) {
   Open(0, "w0");
   Warm();

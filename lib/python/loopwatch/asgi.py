@@ -8,8 +8,10 @@ FastAPI / Starlette::
 
 or wrap any ASGI app: ``app = LoopwatchMiddleware(app)``. A stall report then
 lists every HTTP or WebSocket request the loop was serving, oldest first, as
-``GET /path?query (2.041 s)``. The runner (``python -m loopwatch.run``) adds
-it to uvicorn apps (and gunicorn's UvicornWorker) by itself.
+``GET /path?query (2.041 s)``, with the value of every query parameter
+recorded as REDACTED (``?api_key=REDACTED``) unless LOOPWATCH_REDACT_QUERY
+is false. The runner (``python -m loopwatch.run``) adds it to uvicorn apps
+(and gunicorn's UvicornWorker) by itself.
 
 Per request it costs two calls into the native module (a few hundred ns);
 with loopwatch off, or on a loop without a heartbeat, one dictionary lookup.
@@ -17,9 +19,16 @@ with loopwatch off, or on a loop without a heartbeat, one dictionary lookup.
 
 from __future__ import annotations
 
-from . import _heartbeat
+import os
+
+from . import _heartbeat, _native
 
 __all__ = ["LoopwatchMiddleware"]
+
+
+def _redacting() -> bool:
+    return os.environ.get("LOOPWATCH_REDACT_QUERY", "").strip().lower() not in (
+        "false", "0", "no", "off")
 
 
 class LoopwatchMiddleware:
@@ -27,6 +36,7 @@ class LoopwatchMiddleware:
 
     def __init__(self, app) -> None:
         self.app = app
+        self.redact = _redacting()
 
     async def __call__(self, scope, receive, send) -> None:
         kind = scope.get("type")
@@ -39,6 +49,8 @@ class LoopwatchMiddleware:
         query = scope.get("query_string") or b""
         if query:
             path += "?" + query.decode("latin-1")
+            if self.redact:
+                path = _native.redact_query(path)
         method = scope.get("method") or "WEBSOCKET"
         token = native.request_begin(method, path)
         try:

@@ -11,6 +11,7 @@ __all__ = ["LoopwatchMiddleware"]
 
 class LoopwatchMiddleware:
     app: ASGIApp
+    redact: bool
     def __init__(self, app: ASGIApp) -> None: ...
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None: ...
 

@@ -38,6 +38,7 @@
 
 #include "loopwatch/loopwatch.h"
 #include "parse_duration.h"
+#include "redact_query.h"
 #include "requests.h"
 
 /* How long the watchdog waits for the reporter to get the GIL. */
@@ -571,7 +572,33 @@ static PyObject *mod_parse_duration(PyObject *m, PyObject *arg) {
   return PyLong_FromLongLong(ns);
 }
 
+/* redact_query(text: str) -> str: query string values become REDACTED
+ * (lib/src/redact_query.h), as the sidecar does. */
+static PyObject *mod_redact_query(PyObject *m, PyObject *arg) {
+  (void)m;
+  Py_ssize_t len;
+  const char *text = PyUnicode_Check(arg) ? PyUnicode_AsUTF8AndSize(arg, &len) : NULL;
+  if (!text) {
+    if (!PyErr_Occurred()) PyErr_SetString(PyExc_TypeError, "redact_query(text: str)");
+    return NULL;
+  }
+  char stack_buf[512];
+  size_t cap = sizeof stack_buf;
+  char *out = stack_buf;
+  size_t n = lw_redact_query(text, (size_t)len, out, cap);
+  if (n > cap) {
+    out = PyMem_Malloc(n);
+    if (!out) return PyErr_NoMemory();
+    lw_redact_query(text, (size_t)len, out, n);
+  }
+  PyObject *r = PyUnicode_DecodeUTF8(out, (Py_ssize_t)n, "surrogateescape");
+  if (out != stack_buf) PyMem_Free(out);
+  return r;
+}
+
 static PyMethodDef module_methods[] = {
+    {"redact_query", mod_redact_query, METH_O,
+     "The text with every query string value replaced by REDACTED."},
     {"parse_duration", mod_parse_duration, METH_O,
      "Nanoseconds of a duration such as 100ms or 1m30s; ValueError if not one."},
     {"enabled", mod_enabled, METH_NOARGS, "Whether LOOPWATCH_SEGMENT is set."},

@@ -77,6 +77,18 @@ async def guarded_by_timeout(s: float = 1.0, limit: float = 0.2):
             "limit": limit, "pid": os.getpid()}
 
 
+@app.get("/secret")
+async def secret_stall(s: float = 1.0):
+    """A stall whose activity label, request and report text (the running
+    task's name) all hold a secret in a query string: the canaries of
+    test_secrets.py."""
+    import loopwatch
+    asyncio.current_task().set_name("fetch https://pay.example/v1?token=CANARY-TASK")
+    with loopwatch.activity("charge https://pay.example/v1?api_key=CANARY-ACTIVITY"):
+        time.sleep(s)  # LINE:secret
+    return {"slept": s, "pid": os.getpid()}
+
+
 @app.get("/ready")
 async def ready(on: int):
     import loopwatch

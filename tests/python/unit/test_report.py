@@ -216,7 +216,7 @@ def test_requests_in_flight(stalls):
     # Oldest first, each with its age.
     m = re.search(r"requests in flight: 2\n"
                   r"  POST /wait \((\d+)\.(\d{3}) s\)\n"
-                  r"  GET /slow\?q=1 \((\d+)\.(\d{3}) s\)\n", text)
+                  r"  GET /slow\?q=REDACTED \((\d+)\.(\d{3}) s\)\n", text)
     assert m, text
     wait_age = float("%s.%s" % m.group(1, 2))
     slow_age = float("%s.%s" % m.group(3, 4))
@@ -320,7 +320,8 @@ def test_middleware_requests_and_report_now(tmp_path, spawn, segment):
     on demand (no watchdog), and the middleware's bookkeeping."""
     from conftest import one_result
     script = write_script(tmp_path, "fmt.py", FORMAT)
-    r = one_result(spawn([PY, script], child_env(segment)).wait(60))
+    env = child_env(segment)
+    r = one_result(spawn([PY, script], env).wait(60))
     ok = [200, "http.response.body"]
     assert r["unwatched_sent"] == ok and r["unwatched_raised"] is True
     assert r["idle_requests"] == []
@@ -330,16 +331,20 @@ def test_middleware_requests_and_report_now(tmp_path, spawn, segment):
         "Stack (most recent call first):\n" % (script, idle)), r["idle_report"]
     assert 'File "%s", line %d in main' % (script, idle) in r["idle_report"]
 
-    # Oldest first; the query string kept as sent; websocket and lifespan.
+    # Oldest first; the query string's values redacted; websocket and lifespan.
     reqs = r["requests"]
-    assert [(m, p) for m, p, _ in reqs] == [("POST", "/hold/a?x=1&y=%C3%A9"),
+    assert [(m, p) for m, p, _ in reqs] == [("POST", "/hold/a?x=REDACTED&y=REDACTED"),
                                             ("WEBSOCKET", "/hold/ws")], reqs
+    # LOOPWATCH_REDACT_QUERY=false: the query string kept as sent.
+    raw = one_result(spawn([PY, script], dict(env, LOOPWATCH_REDACT_QUERY="false")).wait(60))
+    assert [(m, p) for m, p, _ in raw["requests"]] == [("POST", "/hold/a?x=1&y=%C3%A9"),
+                                                       ("WEBSOCKET", "/hold/ws")], raw
     assert reqs[0][2] >= 0.2 and 0 <= reqs[1][2] < reqs[0][2]
     assert r["lifespan_sent"] == []
     busy = line_of(script, "report-busy")
     m = re.match(r"task: Task-1 running main \(%s:%d\)\n"
                  r"requests in flight: 2\n"
-                 r"  POST /hold/a\?x=1&y=%%C3%%A9 \((\d+\.\d{3}) s\)\n"
+                 r"  POST /hold/a\?x=REDACTED&y=REDACTED \((\d+\.\d{3}) s\)\n"
                  r"  WEBSOCKET /hold/ws \((\d+\.\d{3}) s\)\n"
                  r"Stack \(most recent call first\):\n"
                  r'  File "%s", line %d in main\n'

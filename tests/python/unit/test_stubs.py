@@ -182,6 +182,12 @@ def test_native_stub(monkeypatch):
             with pytest.raises(TypeError, match="loop"):
                 _native.report_now("not a loop")
             continue
+        if name == "redact_query":
+            assert [p[0] for p in params] == ["text"]
+            assert _native.redact_query("GET /x?key=s3cr3t&v") == "GET /x?key=REDACTED&v"
+            with pytest.raises(TypeError):
+                _native.redact_query(b"x")
+            continue
         if name == "parse_duration":
             assert [p[0] for p in params] == ["text"]
             assert _native.parse_duration("1m30s") == 90 * 10**9
