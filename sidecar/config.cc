@@ -7,6 +7,8 @@
 
 #include <fcntl.h>
 #include <sys/stat.h>
+#include <climits>
+#include <cstdlib>
 #include <unistd.h>
 
 #include <yaml-cpp/yaml.h>
@@ -71,16 +73,53 @@ std::string ExpectedType(const Setting& s) {
   return "a value";
 }
 
+// The file a config path names, through symbolic links only if they stay
+// in the path's own directory: that is how Kubernetes mounts a ConfigMap
+// (loopwatch.yaml -> ..data/loopwatch.yaml -> ..2026_12_06.../loopwatch.yaml);
+// a link that leads elsewhere is refused, so the config path cannot be
+// used to read another file.
+bool ResolveConfigPath(const std::string& path, std::string* real, std::string* why) {
+  struct stat st;
+  if (lstat(path.c_str(), &st) != 0) {
+    *why = std::string("cannot open the config file: ") + strerror(errno);
+    return false;
+  }
+  if (!S_ISLNK(st.st_mode)) {
+    *real = path;
+    return true;
+  }
+  const size_t slash = path.rfind('/');
+  const std::string dir = slash == std::string::npos ? "." : slash == 0 ? "/" : path.substr(0, slash);
+  char dir_real[PATH_MAX], file_real[PATH_MAX];
+  if (!realpath(dir.c_str(), dir_real) || !realpath(path.c_str(), file_real)) {
+    *why = std::string("cannot open the config file: ") + strerror(errno);
+    return false;
+  }
+  const std::string inside = std::string(dir_real) + (std::string(dir_real) == "/" ? "" : "/");
+  if (std::string(file_real).rfind(inside, 0) != 0) {
+    *why = std::string("is a symbolic link out of its directory (to ") + file_real +
+           "); expected the config file, or a link within its directory as a ConfigMap "
+           "mount makes";
+    return false;
+  }
+  *real = file_real;
+  return true;
+}
+
 bool ReadFile(const std::string& path, std::string* out, std::string* why) {
-  int fd = open(path.c_str(), O_RDONLY | O_CLOEXEC);
+  std::string real;
+  if (!ResolveConfigPath(path, &real, why)) return false;
+  // O_NONBLOCK: a FIFO must not hang the start; it is refused below.
+  int fd = open(real.c_str(), O_RDONLY | O_CLOEXEC | O_NOFOLLOW | O_NONBLOCK);
   if (fd < 0) {
     *why = std::string("cannot open the config file: ") + strerror(errno);
     return false;
   }
   struct stat st;
-  if (fstat(fd, &st) == 0 && S_ISDIR(st.st_mode)) {
+  if (fstat(fd, &st) != 0 || !S_ISREG(st.st_mode)) {
     close(fd);
-    *why = "is a directory; expected a YAML file";
+    *why = S_ISDIR(st.st_mode) ? "is a directory; expected a YAML file"
+                               : "is not a regular file; expected a YAML file";
     return false;
   }
   char buf[8192];

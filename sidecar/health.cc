@@ -491,9 +491,9 @@ void Health::JudgeDead(Track* t, int64_t now_ns) {
 
 void Health::Judge(View* v) const {
   if (v->segment != SegmentStatus::kOk) {
-    const std::string why = v->segment_error.empty()
-                                ? std::string(SegmentStatusName(v->segment))
-                                : v->segment_error;
+    // The reader's error quotes the file (its magic, its versions): the
+    // verdicts, which the public port serves, say only what the status is.
+    const std::string why = SegmentSummary(v->segment);
     v->live = {true, "ok: liveness not judged: " + why};
     v->ready = {false, why};
     v->startup = v->started ? Verdict{true, "ok: started"} : Verdict{false, why};

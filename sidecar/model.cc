@@ -30,6 +30,20 @@ const char* StallClassName(StallClass c) {
   return "unknown";
 }
 
+std::string SegmentSummary(SegmentStatus s) {
+  const char* what = "";
+  switch (s) {
+    case SegmentStatus::kOk: what = "readable"; break;
+    case SegmentStatus::kMissing: what = "the app has not created it yet"; break;
+    case SegmentStatus::kNotInitialised: what = "not initialised yet"; break;
+    case SegmentStatus::kBadMagic: what = "not a loopwatch segment"; break;
+    case SegmentStatus::kVersionMismatch: what = "another major format version"; break;
+    case SegmentStatus::kCorrupt: what = "corrupt"; break;
+    case SegmentStatus::kError: what = "cannot be read; see the sidecar's log"; break;
+  }
+  return std::string("segment ") + SegmentStatusName(s) + " (" + what + ")";
+}
+
 std::string DescribeStall(const StallRecord& s) {
   switch (s.stall_class) {
     case StallClass::kCpu: return "cpu-bound";

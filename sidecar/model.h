@@ -48,6 +48,11 @@ struct StallRecord {
   bool has_report = false;    // the app's watchdog wrote a report
 };
 
+// What a segment status means, in words that carry nothing read from the
+// file (for the public port; the log has the reader's detailed error):
+// "segment missing (the app has not created it yet)".
+std::string SegmentSummary(SegmentStatus s);
+
 // How a stall is told in one phrase: "blocked in clock_nanosleep",
 // "cpu-bound", "host paused", "no report yet".
 std::string DescribeStall(const StallRecord& s);

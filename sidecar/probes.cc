@@ -26,10 +26,14 @@ const Verdict& VerdictOf(Probe p, const View& v) {
 const char* ModeName(Mode m) { return m == Mode::kObserve ? "observe" : "enforce"; }
 
 
-void SegmentJson(const View& v, JsonWriter* w) {
+// The segment's status; with `error`, the reader's error too, which may
+// quote the file (the admin port only).
+void SegmentJson(const View& v, bool error, JsonWriter* w) {
   w->Key("segment").BeginObject();
   w->Field("status", SegmentStatusName(v.segment));
-  if (v.segment_error.empty()) {
+  if (!error) {
+    w->Field("summary", SegmentSummary(v.segment));
+  } else if (v.segment_error.empty()) {
     w->Key("error").Null();
   } else {
     w->Field("error", v.segment_error);
@@ -185,7 +189,7 @@ ProbeResponse AnswerProbe(Probe probe, const View& view, const Config& config,
     w.Field("view_age_seconds", Seconds(ViewAge(view, now_ns)));
     w.Field("stale", stale);
     w.Field("poll", view.poll);
-    SegmentJson(view, &w);
+    SegmentJson(view, false, &w);
     w.Key("loops").BeginArray();
     for (const LoopView& l : view.loops) ProbeLoopJson(l, &w);
     w.EndArray();
@@ -200,7 +204,6 @@ ProbeResponse AnswerProbe(Probe probe, const View& view, const Config& config,
   r.body += '\n';
   if (verbose) {
     r.body += "segment " + std::string(SegmentStatusName(view.segment));
-    if (!view.segment_error.empty()) r.body += ": " + OneLine(view.segment_error);
     r.body += ", mode " + std::string(ModeName(config.mode)) + ", view " +
               Fixed(ViewAge(view, now_ns)) + " old, " +
               std::to_string(view.loops.size()) + " loops\n";
@@ -237,7 +240,7 @@ std::string LoopsJson(const View& view, int64_t now_ns) {
   w.BeginObject();
   w.Field("view_age_seconds", Seconds(ViewAge(view, now_ns)));
   w.Field("poll", view.poll);
-  SegmentJson(view, &w);
+  SegmentJson(view, true, &w);
   w.Key("verdicts").BeginObject();
   const std::pair<const char*, const Verdict*> verdicts[] = {
       {"livez", &view.live}, {"readyz", &view.ready}, {"startupz", &view.startup}};

@@ -143,9 +143,19 @@ SegmentStatus SegmentReader::Refresh() {
     if (now - last_stat_ns_ < restat_ns_) return ValidateHeader(map_size_);
     last_stat_ns_ = now;
   }
+  // The path itself, never what a symbolic link there points to: a link to
+  // another file would show that file to whoever reads the status.
   struct stat st;
-  int stat_rc = stat(path_.c_str(), &st);
+  int stat_rc = lstat(path_.c_str(), &st);
   int err = stat_rc == 0 ? 0 : errno;
+  if (stat_rc == 0 && !S_ISREG(st.st_mode)) {
+    Unmap();
+    return Fail(SegmentStatus::kError,
+                "segment " + path_ +
+                    (S_ISLNK(st.st_mode) ? " is a symbolic link; loopwatch does not follow one: "
+                                           "give the path of the file itself"
+                                         : " is not a regular file; expected the segment file"));
+  }
   if (stat_rc != 0 || (create_slots_ && st.st_size == 0)) {
     bool missing = err == ENOENT;
     bool empty = stat_rc == 0;
@@ -176,7 +186,8 @@ SegmentStatus SegmentReader::Refresh() {
   if (fd_ >= 0 && (st.st_dev != dev_ || st.st_ino != ino_)) Unmap();
   if (!base_) {
     if (fd_ < 0) {
-      fd_ = open(path_.c_str(), O_RDONLY | O_CLOEXEC);
+      // No final symlink, and no wait on a FIFO put there since the lstat.
+      fd_ = open(path_.c_str(), O_RDONLY | O_CLOEXEC | O_NOFOLLOW | O_NONBLOCK);
       if (fd_ < 0) {
         int open_err = errno;
         return Fail(SegmentStatus::kError,
@@ -189,6 +200,11 @@ SegmentStatus SegmentReader::Refresh() {
       Unmap();
       return Fail(SegmentStatus::kError,
                   "cannot stat segment " + path_ + ": " + strerror(fstat_err));
+    }
+    if (!S_ISREG(fst.st_mode)) {  // changed since the lstat
+      Unmap();
+      return Fail(SegmentStatus::kError,
+                  "segment " + path_ + " is not a regular file; expected the segment file");
     }
     dev_ = fst.st_dev;
     ino_ = fst.st_ino;

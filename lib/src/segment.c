@@ -9,6 +9,7 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <stdio.h>
 #include <string.h>
 #include <sys/mman.h>
 #include <sys/random.h>
@@ -111,6 +112,89 @@ static int check_header(const char *path, const lw_seg_header_t *h,
   return 0;
 }
 
+/* The mode of a segment this process creates: 0660 in a setgid directory
+ * (an emptyDir of a pod with an fsGroup: both containers are in the group),
+ * else 0666, since the app and the sidecar may run as different users with
+ * no group in common. lib/FORMAT.md, "Creation". */
+static mode_t creation_mode(const char *dir) {
+  struct stat st;
+  return stat(dir, &st) == 0 && (st.st_mode & S_ISGID) ? 0660 : 0666;
+}
+
+/* The directory part of `path` ("." for none). */
+static void dir_of(const char *path, char *dir, size_t size) {
+  const char *slash = strrchr(path, '/');
+  if (!slash) {
+    snprintf(dir, size, ".");
+  } else if (slash == path) {
+    snprintf(dir, size, "/");
+  } else {
+    snprintf(dir, size, "%.*s", (int)(slash - path), path);
+  }
+}
+
+/* Sizes and initialises a new segment file, then publishes it (magic last).
+ * Returns the mapping in *base. */
+static int init_new(int fd, const char *path, uint32_t slots, mode_t mode, uint8_t **base) {
+  const size_t size = (size_t)lw_seg_size(slots);
+  if (ftruncate(fd, (off_t)size) != 0) {
+    int rc = -errno;
+    lw_internal_set_error("cannot size segment %s to %zu bytes: %s", path, size, strerror(-rc));
+    return rc;
+  }
+  (void)fchmod(fd, mode); /* past the umask: the other container must get in */
+  *base = mmap(NULL, size, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+  if (*base == MAP_FAILED) {
+    int rc = -errno;
+    lw_internal_set_error("cannot map segment %s: %s", path, strerror(-rc));
+    return rc;
+  }
+  init_header((lw_seg_header_t *)(void *)*base, slots);
+  return 0;
+}
+
+/* Creates the segment at `path` complete or not at all: a file made in the
+ * same directory without a name (O_TMPFILE; else a name of its own), fully
+ * initialised, then linked to `path`, which fails if someone else's is
+ * there by then. 0 when ours is in place; -EEXIST when another was first;
+ * another -errno on failure (with lw_last_error()). */
+static int create_complete(const char *path, uint32_t slots) {
+  char dir[4096], tmp[4200];
+  dir_of(path, dir, sizeof dir);
+  const mode_t mode = creation_mode(dir);
+  int named = 0;
+  int fd = open(dir, O_RDWR | O_TMPFILE | O_CLOEXEC, mode);
+  if (fd < 0) { /* no O_TMPFILE on this file system */
+    snprintf(tmp, sizeof tmp, "%s.new-%d-%08x", path, (int)getpid(),
+             (unsigned)lw_internal_random_u64());
+    fd = open(tmp, O_RDWR | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, mode);
+    named = 1;
+  }
+  if (fd < 0) {
+    int rc = -errno;
+    lw_internal_set_error("cannot create segment %s: %s", path, strerror(-rc));
+    return rc;
+  }
+  uint8_t *base = MAP_FAILED;
+  int rc = init_new(fd, path, slots, mode, &base);
+  if (rc == 0) {
+    if (named) {
+      rc = link(tmp, path) == 0 ? 0 : -errno;
+    } else {
+      char self[64];
+      snprintf(self, sizeof self, "/proc/self/fd/%d", fd);
+      rc = linkat(AT_FDCWD, self, AT_FDCWD, path, AT_SYMLINK_FOLLOW) == 0 ? 0 : -errno;
+    }
+    if (rc != 0 && rc != -EEXIST) {
+      lw_internal_set_error("cannot create segment %s: %s", path, strerror(-rc));
+    }
+  }
+  if (base != MAP_FAILED) munmap(base, (size_t)lw_seg_size(slots));
+  if (named) unlink(tmp);
+  close(fd);
+  return rc;
+}
+
 int lw_internal_segment_open(const char *path, uint32_t want_slots,
                              struct lw_seg_map *out) {
   int rc;
@@ -121,12 +205,35 @@ int lw_internal_segment_open(const char *path, uint32_t want_slots,
                           path, want_slots, LW_SEG_MAX_SLOTS);
     return -EINVAL;
   }
-  int fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0666);
+  /* Never through a symbolic link, never anything but a regular file (a
+   * FIFO must not block the open: O_NONBLOCK, cleared below). */
+  const int flags = O_RDWR | O_CLOEXEC | O_NOFOLLOW | O_NONBLOCK;
+  int fd = open(path, flags);
+  if (fd < 0 && errno == ENOENT) {
+    rc = create_complete(path, want_slots);
+    if (rc != 0 && rc != -EEXIST) return rc;
+    fd = open(path, flags);
+  }
   if (fd < 0) {
     rc = -errno;
-    lw_internal_set_error("cannot open segment %s: %s", path, strerror(-rc));
+    if (rc == -ELOOP) {
+      lw_internal_set_error("segment %s is a symbolic link; loopwatch does not follow "
+                            "one: give the path of the file itself",
+                            path);
+    } else {
+      lw_internal_set_error("cannot open segment %s: %s", path, strerror(-rc));
+    }
     return rc;
   }
+  struct stat st;
+  if (fstat(fd, &st) != 0 || !S_ISREG(st.st_mode)) {
+    lw_internal_set_error("segment %s is not a regular file; expected the segment "
+                          "file (or nothing there yet)",
+                          path);
+    close(fd);
+    return -EPROTO;
+  }
+  (void)fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) & ~O_NONBLOCK);
   rc = lock_init_byte(fd);
   if (rc) {
     lw_internal_set_error("cannot lock segment %s for initialisation: %s",
@@ -135,7 +242,6 @@ int lw_internal_segment_open(const char *path, uint32_t want_slots,
     return rc;
   }
 
-  struct stat st;
   uint8_t *base = MAP_FAILED;
   size_t size = 0;
   uint32_t slots = want_slots;
@@ -145,54 +251,44 @@ int lw_internal_segment_open(const char *path, uint32_t want_slots,
     goto fail;
   }
   if (st.st_size == 0) {
-    /* First here: make it. Others wait on the init lock meanwhile. */
+    /* An empty file (made by someone else, or left by a creator of an
+     * earlier version): the one kind of existing file we initialise, under
+     * the init lock. */
+    char dir[4096];
+    dir_of(path, dir, sizeof dir);
     size = (size_t)lw_seg_size(slots);
-    if (ftruncate(fd, (off_t)size) != 0) {
-      rc = -errno;
-      lw_internal_set_error("cannot size segment %s to %zu bytes: %s", path,
-                            size, strerror(-rc));
-      goto fail;
-    }
-    (void)fchmod(fd, 0666); /* the sidecar runs as another user */
+    rc = init_new(fd, path, slots, creation_mode(dir), &base);
+    if (rc) goto fail;
   } else if ((uint64_t)st.st_size < LW_SEG_HEADER_SIZE) {
     rc = -EPROTO;
     lw_internal_set_error("segment %s is %lld bytes, smaller than a header "
-                          "(%u); remove it so that it is created again",
+                          "(%u): not a loopwatch segment; remove it if it is a "
+                          "leftover",
                           path, (long long)st.st_size, LW_SEG_HEADER_SIZE);
     goto fail;
   } else {
     size = (size_t)st.st_size;
-  }
-  base = mmap(NULL, size, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
-  if (base == MAP_FAILED) {
-    rc = -errno;
-    lw_internal_set_error("cannot map segment %s: %s", path, strerror(-rc));
-    goto fail;
-  }
-  lw_seg_header_t *h = (lw_seg_header_t *)(void *)base;
-  if (st.st_size == 0) {
-    init_header(h, slots);
-  } else {
-    uint64_t magic = __atomic_load_n(&h->magic, __ATOMIC_ACQUIRE);
-    if (magic == 0) {
-      /* A creator died between sizing and publishing (we hold the init
-       * lock, so nobody is initialising now). Finish its work. */
-      uint64_t fit = (size - LW_SEG_HEADER_SIZE) / LW_SEG_SLOT_SIZE;
-      if (fit < 1) {
-        rc = -EPROTO;
-        lw_internal_set_error("segment %s (%zu bytes) is uninitialised and "
-                              "too small for one slot; remove it",
-                              path, size);
-        goto fail;
-      }
-      slots = fit > LW_SEG_MAX_SLOTS ? LW_SEG_MAX_SLOTS : (uint32_t)fit;
-      (void)fchmod(fd, 0666);
-      lw_zero_words(base + LW_SEG_HEADER_SIZE, (size_t)slots * LW_SEG_SLOT_SIZE);
-      init_header(h, slots);
-    } else {
-      rc = check_header(path, h, magic, size, &slots);
-      if (rc) goto fail;
+    base = mmap(NULL, size, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+    if (base == MAP_FAILED) {
+      rc = -errno;
+      lw_internal_set_error("cannot map segment %s: %s", path, strerror(-rc));
+      goto fail;
     }
+    const lw_seg_header_t *h = (const lw_seg_header_t *)(const void *)base;
+    const uint64_t magic = __atomic_load_n(&h->magic, __ATOMIC_ACQUIRE);
+    if (magic == 0) {
+      /* Segments are created complete (create_complete): a file here that
+       * is not empty and has no magic is someone's data, and stays as it
+       * is. */
+      rc = -EPROTO;
+      lw_internal_set_error("%s is not a loopwatch segment (%zu bytes that do not start "
+                            "with its magic); it is left as it is: check "
+                            "LOOPWATCH_SEGMENT, or remove the file if it is a leftover",
+                            path, size);
+      goto fail;
+    }
+    rc = check_header(path, h, magic, size, &slots);
+    if (rc) goto fail;
   }
   (void)lw_internal_lock_byte(fd, LW_SEG_INIT_LOCK, F_UNLCK);
   out->fd = fd;

@@ -69,3 +69,36 @@ def test_print_config_precedence(sidecar_bin, tmp_path):
     assert conf["stall_after"] == "7s", r.stdout        # file
     assert conf["poll_interval"] == "50ms", r.stdout    # environment over file
     assert conf["mode"] == "enforce", r.stdout          # flag over file
+
+
+def test_config_that_is_a_fifo_or_leaves_its_directory(sidecar_bin, tmp_path):
+    """A FIFO used to hang `loopwatch run` at start (killed after 20 s): it is
+    refused at once. A symbolic link out of the config's directory is
+    refused too; one inside it (a ConfigMap mount) is taken."""
+    import os
+    fifo = tmp_path / "fifo.yaml"
+    os.mkfifo(fifo)
+    r = run(sidecar_bin, ["--config", str(fifo)])  # timeout=10 in run()
+    assert r.returncode == 2, r
+    assert "%s: is not a regular file; expected a YAML file" % fifo in r.stderr, r.stderr
+
+    (tmp_path / "elsewhere").mkdir()
+    (tmp_path / "elsewhere" / "real.yaml").write_text("mode: observe\n")
+    mount = tmp_path / "mount"
+    mount.mkdir()
+    (mount / "escape.yaml").symlink_to(tmp_path / "elsewhere" / "real.yaml")
+    r = run(sidecar_bin, ["--config", str(mount / "escape.yaml"), "--print-config"])
+    assert r.returncode == 2, r
+    assert "is a symbolic link out of its directory" in r.stderr, r.stderr
+
+    (mount / "..data").symlink_to(tmp_path / "elsewhere")  # absolute, but...
+    (mount / "inside.yaml").symlink_to("..data/real.yaml")
+    r = run(sidecar_bin, ["--config", str(mount / "inside.yaml"), "--print-config"])
+    assert r.returncode == 2 and "out of its directory" in r.stderr, r.stderr
+    (mount / "..data").unlink()
+    (mount / "..2026_12_06").mkdir()
+    (mount / "..2026_12_06" / "real.yaml").write_text("mode: observe\n")
+    (mount / "..data").symlink_to("..2026_12_06")
+    r = run(sidecar_bin, ["--config", str(mount / "inside.yaml"), "--print-config"])
+    assert r.returncode == 0, r.stderr
+    assert "mode: observe" in r.stdout, r.stdout

@@ -1,6 +1,8 @@
 // SPDX-License-Identifier: Apache-2.0
 #include "segment_reader_harness.h"
 
+#include <fcntl.h>
+
 #include <sys/mman.h>
 #include <unistd.h>
 
@@ -36,20 +38,44 @@ T Get(const uint8_t* data, size_t size, size_t off) {
 
 bool Terminated(const char* s, size_t n) { return memchr(s, 0, n) != nullptr; }
 
-// A memfd, reached by path: no disk, and a fresh inode per process.
-const std::string& ScratchPath() {
-  static const std::string path = [] {
-    int fd = memfd_create("loopwatch-fuzz-segment", MFD_CLOEXEC);
-    if (fd < 0) {
-      perror("memfd_create");
+// A file of this process's own in a fresh directory on tmpfs (/dev/shm,
+// else $TMPDIR or /tmp), removed at exit: the reader opens a path and takes
+// only regular files, never a symbolic link such as /proc/self/fd/N.
+struct Scratch {
+  std::string dir, path;
+  int fd = -1;
+};
+
+const Scratch& TheScratch() {
+  // Never destroyed: the atexit handler below runs after static destructors.
+  static const Scratch& s = *[] {
+    auto* px = new Scratch;
+    Scratch& x = *px;
+    const char* tmp = getenv("TMPDIR");
+    std::string base = access("/dev/shm", W_OK) == 0 ? "/dev/shm" : tmp && *tmp ? tmp : "/tmp";
+    std::string templ = base + "/lw-fuzz-XXXXXX";
+    if (!mkdtemp(templ.data())) {
+      perror("mkdtemp");
       abort();
     }
-    return "/proc/self/fd/" + std::to_string(fd);
+    x.dir = templ;
+    x.path = x.dir + "/segment";
+    x.fd = open(x.path.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0600);
+    if (x.fd < 0) {
+      perror("open scratch segment");
+      abort();
+    }
+    atexit([] {
+      unlink(TheScratch().path.c_str());
+      rmdir(TheScratch().dir.c_str());
+    });
+    return px;
   }();
-  return path;
+  return s;
 }
 
-int ScratchFd() { return atoi(ScratchPath().c_str() + strlen("/proc/self/fd/")); }
+const std::string& ScratchPath() { return TheScratch().path; }
+int ScratchFd() { return TheScratch().fd; }
 
 void Check(const loopwatch::SegmentReader& r, loopwatch::SegmentStatus st,
            const std::vector<loopwatch::SlotSnapshot>& snaps, size_t size) {

@@ -152,51 +152,46 @@ TEST(CreateOrder, WriterFirst) {
 }
 
 // A creator that died between sizing the file and publishing the magic.
-TEST(CreateOrder, HalfInitialisedSegmentIsNotTrustedAndIsCompleted) {
+// Segments are created complete, then linked into place (segment.c,
+// create_complete): a non-empty file without the magic at the path is not
+// a half-made segment but someone's data (a wrong LOOPWATCH_SEGMENT naming a
+// user's file). Readers call it not initialised; the library refuses it
+// with a clear message and leaves it byte for byte as it was.
+TEST(CreateOrder, FileWithoutTheMagicIsSomeonesDataAndIsLeftAlone) {
   TempDir dir;
-  std::string path = dir.File("segment");
-  // Sized for two slots, magic 0, garbage everywhere else: what a creator
-  // killed half-way (or a stale, unpublished file) looks like.
-  std::vector<uint8_t> bytes(lw_seg_size(2), 0xA5);
-  memset(bytes.data(), 0, 8);  // magic
-  lwtest::WriteWholeFile(path, bytes);
+  std::vector<std::vector<uint8_t>> files;
+  std::vector<uint8_t> half(lw_seg_size(2), 0xA5);  // sized like a segment
+  memset(half.data(), 0, 8);
+  files.push_back(half);
+  std::vector<uint8_t> precious(100000, 0);  // precious.bin: zeros, then data
+  for (size_t i = 50000; i < precious.size(); i++) precious[i] = uint8_t(i * 7);
+  files.push_back(precious);
+  files.push_back(std::vector<uint8_t>(4096, 0));  // zeros only, not a slot's worth
 
-  for (uint32_t create : {0u, 4u}) {
-    SegmentReader r(path, create);
-    std::vector<loopwatch::SlotSnapshot> snaps;
-    EXPECT_EQ(r.Snapshot(&snaps), SegmentStatus::kNotInitialised)
-        << "create_slots " << create << ": " << r.error();
-    EXPECT_TRUE(snaps.empty());
-    EXPECT_NE(r.error().find("not initialised"), std::string::npos) << r.error();
+  for (size_t f = 0; f < files.size(); f++) {
+    const std::string path = dir.File("precious-" + std::to_string(f) + ".bin");
+    lwtest::WriteWholeFile(path, files[f]);
+    struct stat before;
+    ASSERT_EQ(stat(path.c_str(), &before), 0);
+    for (uint32_t create : {0u, 4u}) {
+      SegmentReader r(path, create);
+      std::vector<loopwatch::SlotSnapshot> snaps;
+      EXPECT_EQ(r.Snapshot(&snaps), SegmentStatus::kNotInitialised)
+          << "create_slots " << create << ": " << r.error();
+      EXPECT_TRUE(snaps.empty());
+    }
+    Writer w(path, 8, "intruder");
+    ASSERT_TRUE(w.Collect());
+    EXPECT_EQ(w.rc(), -EPROTO) << w.error();
+    EXPECT_NE(w.error().find("is not a loopwatch segment"), std::string::npos) << w.error();
+    EXPECT_NE(w.error().find("left as it is"), std::string::npos) << w.error();
+    EXPECT_NE(w.error().find("LOOPWATCH_SEGMENT"), std::string::npos) << w.error();
+    EXPECT_EQ(lwtest::ReadWholeFile(path), files[f]) << "file " << f << " was changed";
+    struct stat after;
+    ASSERT_EQ(stat(path.c_str(), &after), 0);
+    EXPECT_EQ(after.st_mode, before.st_mode) << "not even its mode";
+    EXPECT_EQ(after.st_mtim.tv_nsec, before.st_mtim.tv_nsec);
   }
-  SegmentReader r(path);
-  std::vector<loopwatch::SlotSnapshot> snaps;
-  EXPECT_EQ(r.Snapshot(&snaps), SegmentStatus::kNotInitialised);
-
-  Writer w(path, 8, "finisher");
-  ASSERT_TRUE(w.Collect());
-  ASSERT_EQ(w.rc(), 0) << w.error();
-  // The same reader, without being re-created, now sees the completed
-  // segment: geometry from the file size, the garbage gone.
-  snaps = lwtest::MustSnapshot(r);
-  ASSERT_EQ(snaps.size(), 2u);
-  EXPECT_EQ(lwtest::FileSize(path), lw_seg_size(2));
-  ASSERT_GE(w.slot(), 0);
-  EXPECT_STREQ(snaps[w.slot()].name, "finisher");
-  const auto& other = snaps[1 - w.slot()];
-  EXPECT_TRUE(other.valid);
-  EXPECT_EQ(other.state, LW_SLOT_FREE);
-  auto raw = lwtest::ReadFileBytes(
-      path, LW_SEG_HEADER_SIZE + (1 - w.slot()) * LW_SEG_SLOT_SIZE,
-      LW_SEG_SLOT_SIZE);
-  for (size_t i = 0; i < raw.size(); i++) {
-    ASSERT_EQ(raw[i], 0) << "garbage left in the free slot at byte " << i;
-  }
-  auto header = lwtest::ReadFileBytes(path, 0, LW_SEG_HEADER_SIZE);
-  for (size_t i = 56; i < LW_SEG_HEADER_SIZE; i++) {
-    ASSERT_EQ(header[i], 0) << "garbage left in the header's reserved bytes";
-  }
-  w.Release();
 }
 
 // An empty file (a creator killed before sizing it, or `touch`).

@@ -170,6 +170,44 @@ TEST_F(ConfigTest, FileUnreadableDirectory) {
   EXPECT_THAT(e.message, HasSubstr("is a directory; expected a YAML file"));
 }
 
+// A FIFO used to hang the sidecar at start: it is refused at once.
+TEST_F(ConfigTest, FifoIsRefusedWithoutWaiting) {
+  const std::string fifo = dir_ + "/fifo.yaml";
+  ASSERT_EQ(mkfifo(fifo.c_str(), 0600), 0);
+  const auto t0 = std::chrono::steady_clock::now();
+  ConfigError e = OneError({"--config", fifo});
+  EXPECT_LT(std::chrono::steady_clock::now() - t0, std::chrono::seconds(5));
+  EXPECT_EQ(e.source, fifo);
+  EXPECT_THAT(e.message, HasSubstr("is not a regular file; expected a YAML file"));
+}
+
+// A ConfigMap volume: loopwatch.yaml -> ..data/loopwatch.yaml, ..data ->
+// ..2026_12_06_10_00_00.123/, all inside the mount. A link that leaves the
+// config's directory is refused, so --config cannot read another file.
+TEST_F(ConfigTest, SymlinksOnlyWithinTheDirectory) {
+  const std::string mount = dir_ + "/configmap";
+  ASSERT_EQ(mkdir(mount.c_str(), 0755), 0);
+  ASSERT_EQ(mkdir((mount + "/..2026_12_06_10_00_00.123").c_str(), 0755), 0);
+  {
+    std::ofstream f(mount + "/..2026_12_06_10_00_00.123/loopwatch.yaml");
+    f << "stall_after: 7s\n";
+  }
+  ASSERT_EQ(symlink("..2026_12_06_10_00_00.123", (mount + "/..data").c_str()), 0);
+  ASSERT_EQ(symlink("..data/loopwatch.yaml", (mount + "/loopwatch.yaml").c_str()), 0);
+  EXPECT_EQ(Load({"--config", mount + "/loopwatch.yaml"}).stall_after, seconds(7));
+
+  const std::string outside = dir_ + "/outside.yaml";
+  {
+    std::ofstream f(outside);
+    f << "stall_after: 8s\n";
+  }
+  ASSERT_EQ(symlink(outside.c_str(), (mount + "/escape.yaml").c_str()), 0);
+  ConfigError e = OneError({"--config", mount + "/escape.yaml"});
+  EXPECT_THAT(e.message, HasSubstr("is a symbolic link out of its directory"));
+  // A regular file anywhere is fine, as ever.
+  EXPECT_EQ(Load({"--config", outside}).stall_after, seconds(8));
+}
+
 TEST_F(ConfigTest, FileFromEnvironmentNamesTheVariable) {
   std::string path = dir_ + "/nope.yaml";
   ConfigError e = OneError({}, {{"LOOPWATCH_CONFIG", path}});
