@@ -16,6 +16,7 @@
 #include "hold.h"
 #include "http/servers.h"
 #include "log.h"
+#include "memory.h"
 #include "loopwatch/loopwatch.h"
 #include "metrics.h"
 #include "monitor.h"
@@ -69,6 +70,8 @@ int Run(const std::vector<std::string>& args, const std::map<std::string, std::s
     return 0;
   }
 
+  const bool allocator_tuned = TuneAllocator();  // before any thread: see memory.h
+
   // Signals go to this thread's sigwait(), never to a handler on another
   // thread; every thread created below inherits the mask.
   sigset_t stop_signals;
@@ -107,7 +110,9 @@ int Run(const std::vector<std::string>& args, const std::map<std::string, std::s
                .Int("admin_port", servers.admin_port())
                .Str("mode", config.mode == Mode::kObserve ? "observe" : "enforce")
                .Seconds("stall_after_seconds", config.stall_after.count())
-               .Seconds("poll_interval_seconds", config.poll_interval.count()));
+               .Seconds("poll_interval_seconds", config.poll_interval.count())
+               .Str("allocator", allocator_tuned ? "tuned" : "GLIBC_TUNABLES")
+               .Int("unused_library_bytes_released", int64_t(ReleaseUnusedLibraryPages())));
 
   int sig = 0;
   sigwait(&stop_signals, &sig);

@@ -8,7 +8,7 @@ paths; see bench/sidecar/README.md. Every load is bounded in time and goes to
 127.0.0.1 only. Every process started here is stopped here, by its pid.
 
   bench_sidecar.py --sidecar BIN --loops-app BIN --http-probe BIN \
-      [--wrk BIN] [--json FILE] [--quiet-wait S] {all,probe,detect,idle,metrics}
+      [--wrk BIN] [--json FILE] [--quiet-wait S] {all,probe,detect,idle,metrics,memory}
 """
 import argparse
 import json
@@ -38,6 +38,7 @@ TARGET_DETECT_EXTRA_MS = 10.0      # beyond stall_after + poll_interval
 TARGET_RSS_MB = 10.0               # with 64 loops
 TARGET_IDLE_CPU_PCT = 0.2          # of one core
 TARGET_METRICS_MS = 5.0            # /metrics with 256 loops
+TARGET_RSS_SCRAPED_MB = {64: 10.0, 256: 12.0}  # after 1,000 scrapes
 
 
 # ---------------------------------------------------------------------------
@@ -808,6 +809,63 @@ def bench_metrics(a, procs, workdir):
 
 
 # ---------------------------------------------------------------------------
+# e. memory after scrapes, 64 and 256 loops
+
+def unused_libs_kb(pid):
+    """Resident KiB of the TLS and compression libraries the sidecar maps
+    but never calls (see sidecar/memory.h)."""
+    return sum(v["rss"] for k, v in smaps_by_object(pid).items()
+               if k.startswith(("libssl", "libcrypto", "libbrotli")))
+
+
+def bench_memory(a, procs, workdir):
+    res = {"rows": []}
+    for n in (64, 256):
+        seg = os.path.join(workdir, f"segment-{n}")
+        app = LoopsApp(procs, a.loops_app, seg, [n, 100], slots=n)
+        app.wait_event("ready", 20)
+        sc = Sidecar(procs, a.sidecar, seg, workdir,
+                     ["--stall-after", "2s", "--poll-interval", "100ms"])
+        sc.wait_for("/livez", lambda s, b: s == 200 and f"{n} loops, {n} live" in b,
+                    20, f"{n} live loops")
+        started = [r for r in sc.records() if r.get("msg") == "loopwatch started"][-1]
+        time.sleep(1)
+        steps = [("idle", status_kb(sc.pid))]
+        seq = [a.http_probe, "seq", "--port", str(sc.port), "--path", "/metrics",
+               "--requests", str(a.scrapes), "--warmup", "0"]
+        r = run_json(seq, 300)
+        if r["errors"]:
+            raise RuntimeError(f"{r['errors']} failed scrapes")
+        time.sleep(1)
+        steps.append((f"after {a.scrapes:,} scrapes", status_kb(sc.pid)))
+        # Scrapes on fresh connections, 8 at a time: every HTTP worker
+        # thread renders some.
+        par = [a.http_probe, "paced", "--port", str(sc.port), "--path", "/metrics",
+               "--rate", "100", "--duration", "3", "--connections", "8", "--fresh"]
+        run_json(par, 60)
+        time.sleep(1)
+        steps.append(("+300 on 8 fresh connections", status_kb(sc.pid)))
+        libs = unused_libs_kb(sc.pid)
+        print(f"  {n} loops (allocator {started.get('allocator', '?')}; "
+              f"{started.get('unused_library_bytes_released', 0) / 1048576:.1f} MiB "
+              f"of unused libraries released, {libs / 1024:.2f} MiB of them "
+              f"resident): " + "; ".join(
+                  f"{name} VmRSS {st['VmRSS'] / 1024:.2f} MiB (anon "
+                  f"{st.get('RssAnon', 0) / 1024:.2f})" for name, st in steps))
+        res[f"loops_{n}"] = {"steps": {k: v for k, v in steps},
+                             "unused_libraries_rss_kb": libs,
+                             "started": started, "sidecar_cmd": sc.cmd,
+                             "app_cmd": app.cmd}
+        worst = max(st["VmRSS"] for _, st in steps[1:]) / 1024
+        target = TARGET_RSS_SCRAPED_MB[n]
+        res["rows"].append(row(f"sidecar VmRSS, {n} loops, after {a.scrapes:,} scrapes",
+                               f"{worst:.2f} MiB", f"< {target:g} MB", worst < target))
+        procs.stop(sc.proc)
+        procs.stop(app.proc)
+    return res
+
+
+# ---------------------------------------------------------------------------
 
 BENCHES = {
     "probe": ("a. /livez latency and throughput while the app is stalled",
@@ -815,6 +873,7 @@ BENCHES = {
     "detect": ("b. detection latency", bench_detect),
     "idle": ("c. RSS and idle CPU with 64 loops", bench_idle),
     "metrics": ("d. /metrics render time with 256 loops", bench_metrics),
+    "memory": ("e. RSS after scrapes with 64 and 256 loops", bench_memory),
 }
 
 
@@ -822,7 +881,7 @@ def main():
     ap = argparse.ArgumentParser(description=__doc__,
                                  formatter_class=argparse.RawTextHelpFormatter)
     ap.add_argument("bench", nargs="*", default=["all"],
-                    help="all (default), probe, detect, idle, metrics")
+                    help="all (default), probe, detect, idle, metrics, memory")
     ap.add_argument("--sidecar", required=True)
     ap.add_argument("--loops-app", required=True)
     ap.add_argument("--http-probe", required=True)
@@ -854,6 +913,9 @@ def main():
     ap.add_argument("--metrics-requests", type=int, default=200,
                     help="sequential GET /metrics, after 20 warm-up (default "
                     "200)")
+    ap.add_argument("--scrapes", type=int, default=1000,
+                    help="sequential GET /metrics before the memory reading "
+                    "(default 1000)")
     a = ap.parse_args()
     names = list(BENCHES) if a.bench in ([], ["all"]) else a.bench
     for n in names:

@@ -228,7 +228,8 @@ class Sidecar(Proc):
                 "--stall-after", stall_after, "--poll-interval", poll_interval,
                 "--log-format", "json", *extra]
 
-    def start(self, *extra, stall_after=None, poll_interval=None, timeout=15):
+    def start(self, *extra, stall_after=None, poll_interval=None, timeout=15, env=None):
+        """env: variables added to the sidecar's (clean) environment."""
         assert not self.alive(), "already running"
         self.starts += 1
         self.expect_exit = False
@@ -236,7 +237,7 @@ class Sidecar(Proc):
         self.cmd = self.command(*extra, stall_after=stall_after, poll_interval=poll_interval)
         with open(self.log_path, "wb") as err:
             self.proc = subprocess.Popen(self.cmd, stdin=subprocess.DEVNULL,
-                                         stdout=err, stderr=err, env=clean_env())
+                                         stdout=err, stderr=err, env=clean_env(env))
         self.started_at = now()
         line = self.wait_log("loopwatch started", timeout=timeout)
         self.port = line["port"]
