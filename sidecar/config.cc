@@ -441,10 +441,15 @@ std::string ConfigHelp() {
       "Settings:\n";
   for (const Setting& s : Settings()) {
     std::string def = s.format(defaults);
+    if (def.empty()) def = "(none)";
     h += "  " + s.flag() + " " + s.metavar + "\n";
     h += "      " + s.help + "\n";
     h += "      env " + s.env() + ", key " + s.key + ", default " + def + "\n";
   }
+  h +=
+      "\n"
+      "Signals: SIGTERM and SIGINT stop the sidecar; SIGHUP, SIGUSR1, SIGUSR2\n"
+      "and SIGALRM are logged and ignored (settings are read at start only).\n";
   return h;
 }
 

@@ -73,12 +73,14 @@ int Run(const std::vector<std::string>& args, const std::map<std::string, std::s
   const bool allocator_tuned = TuneAllocator();  // before any thread: see memory.h
 
   // Signals go to this thread's sigwait(), never to a handler on another
-  // thread; every thread created below inherits the mask.
-  sigset_t stop_signals;
-  sigemptyset(&stop_signals);
-  sigaddset(&stop_signals, SIGTERM);
-  sigaddset(&stop_signals, SIGINT);
-  pthread_sigmask(SIG_BLOCK, &stop_signals, nullptr);
+  // thread; every thread created below inherits the mask. SIGTERM and
+  // SIGINT stop the sidecar; the others whose default would kill it are
+  // logged and ignored: a daemon someone sends `kill -HUP` must go on
+  // answering probes.
+  sigset_t signals;
+  sigemptyset(&signals);
+  for (int s : {SIGTERM, SIGINT, SIGHUP, SIGUSR1, SIGUSR2, SIGALRM}) sigaddset(&signals, s);
+  pthread_sigmask(SIG_BLOCK, &signals, nullptr);
   signal(SIGPIPE, SIG_IGN);
 
   EventLog log(config);
@@ -115,7 +117,12 @@ int Run(const std::vector<std::string>& args, const std::map<std::string, std::s
                .Int("unused_library_bytes_released", int64_t(ReleaseUnusedLibraryPages())));
 
   int sig = 0;
-  sigwait(&stop_signals, &sig);
+  for (;;) {
+    sigwait(&signals, &sig);
+    if (sig == SIGTERM || sig == SIGINT) break;
+    log.Info(LogLine("signal ignored: only SIGTERM and SIGINT stop loopwatch")
+                 .Str("signal", sigabbrev_np(sig) ? sigabbrev_np(sig) : "?"));
+  }
   log.Info(LogLine("stopping").Str("signal", strsignal(sig)));
   servers.Stop();
   monitor.Stop();

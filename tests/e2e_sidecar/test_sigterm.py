@@ -51,3 +51,18 @@ def test_sigint_too(world):
     sc.signal(signal.SIGINT)
     assert sc.wait(5) == 0
     assert sc.logged("stopped")
+
+
+def test_other_signals_are_logged_and_ignored(world):
+    """kill -HUP (or USR1, USR2, ALRM) does not kill a daemon: each is
+    logged and ignored, and the sidecar goes on answering probes."""
+    world.app()
+    sc = world.sidecar()
+    sc.wait_livez(200, timeout=10)
+    for sig in (signal.SIGHUP, signal.SIGUSR1, signal.SIGUSR2, signal.SIGALRM):
+        sc.signal(sig)
+        name = sig.name[3:]
+        sc.wait_log("signal ignored", timeout=5, signal=name)
+        assert sc.alive(), "%s killed the sidecar: %s" % (sig.name, sc.log_text())
+        assert sc.livez().status == 200
+    assert sc.stop() == 0

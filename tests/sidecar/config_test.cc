@@ -682,6 +682,8 @@ TEST_F(ConfigTest, HelpNamesEverySettingInAllSpellings) {
   EXPECT_THAT(help, HasSubstr("--config FILE"));
   EXPECT_THAT(help, HasSubstr("--print-config"));
   EXPECT_THAT(help, HasSubstr("--help"));
+  EXPECT_THAT(help, HasSubstr("key probe_peers, default (none)\n"));
+  EXPECT_THAT(help, HasSubstr("SIGHUP"));
 }
 
 }  // namespace
