@@ -42,6 +42,7 @@ StallClass FromLibClass(uint32_t c) {
   switch (c) {
     case LW_CLASS_CPU: return StallClass::kCpu;
     case LW_CLASS_BLOCKED: return StallClass::kBlocked;
+    case LW_CLASS_GIL: return StallClass::kGil;
     default: return StallClass::kUnknown;
   }
 }

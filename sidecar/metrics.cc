@@ -84,7 +84,7 @@ const LoopFamilyDef kLoopFamilyDefs[kLoopFamilyCount] = {
     {"loopwatch_loop_beats_total", "Heartbeats since the loop opened.",
      MetricType::Counter},
     {"loopwatch_loop_stalls_total",
-     "Stalls of this loop, by class (cpu, blocked, host, unknown).",
+     "Stalls of this loop, by class (cpu, blocked, gil, host, unknown).",
      MetricType::Counter},
     {"loopwatch_loop_stall_seconds",
      "Length so far of the loop's current stall; 0 if none.", MetricType::Gauge},

@@ -25,6 +25,7 @@ const char* StallClassName(StallClass c) {
     case StallClass::kCpu: return "cpu";
     case StallClass::kBlocked: return "blocked";
     case StallClass::kHost: return "host";
+    case StallClass::kGil: return "gil";
     case StallClass::kUnknown: break;
   }
   return "unknown";
@@ -50,6 +51,7 @@ std::string DescribeStall(const StallRecord& s) {
     case StallClass::kBlocked:
       return s.syscall.empty() ? "blocked" : "blocked in " + s.syscall;
     case StallClass::kHost: return "host paused";
+    case StallClass::kGil: return "waiting for the GIL";
     case StallClass::kUnknown: break;
   }
   return s.has_report ? "class unknown" : "no report yet";

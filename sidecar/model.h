@@ -24,10 +24,10 @@ enum class LoopState { kStarting, kLive, kLagging, kStalled, kDead, kGone };
 // "starting", "live", ...
 const char* LoopStateName(LoopState s);
 
-// Stall classes as the sidecar reports them: the library's cpu/blocked/
+// Stall classes as the sidecar reports them: the library's cpu/blocked/gil/
 // unknown, plus host (the whole pod was paused: not the app's fault).
-enum class StallClass { kUnknown = 0, kCpu = 1, kBlocked = 2, kHost = 3 };
-constexpr int kStallClasses = 4;
+enum class StallClass { kUnknown = 0, kCpu = 1, kBlocked = 2, kHost = 3, kGil = 4 };
+constexpr int kStallClasses = 5;
 const char* StallClassName(StallClass c);
 
 // A stall as the sidecar keeps it (for logs and /debug/stalls).

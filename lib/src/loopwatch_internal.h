@@ -40,8 +40,15 @@ struct lw_loop {
   int wd_busy; /* the watchdog runs this loop's hook without lw_proc.mu */
   uint64_t wd_seen_count;
   uint64_t wd_seen_wall_ns;
-  int64_t wd_seen_cpu_ns; /* -1: thread CPU clock unreadable */
+  int64_t wd_seen_cpu_ns;   /* -1: thread CPU clock unreadable */
+  int64_t wd_seen_delay_ns; /* time runnable but not run; -1: unknown */
+  int wd_delay_taken;       /* wd_seen_delay_ns taken since the last progress */
   int stall_open;
+  /* Over the open report: /proc samples, and those that read "running"
+   * (the class's fallback when the run-queue delay is unknown). */
+  uint32_t wd_probes, wd_running_probes;
+  int gil_wait;      /* the binding says: waits for the interpreter lock */
+  uint32_t wd_class; /* the class last written into the report */
   int hook_pending; /* report opened; the hook has not run yet */
   uint64_t report_seq;
   uint64_t stall_count;

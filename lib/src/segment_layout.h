@@ -64,6 +64,7 @@
 #define LW_CLASS_UNKNOWN 0u
 #define LW_CLASS_CPU 1u      /* the loop thread burned CPU during the stall */
 #define LW_CLASS_BLOCKED 2u  /* the loop thread slept, mostly in a syscall */
+#define LW_CLASS_GIL 3u      /* it waited for the interpreter lock another thread held */
 
 /* Report states. */
 #define LW_REPORT_NONE 0u

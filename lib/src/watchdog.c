@@ -3,8 +3,9 @@
  * The watchdog: a thread of the app's process that never runs on a loop. It
  * looks at every open loop of the process a few times per report_after; a
  * loop silent for longer than its interval plus report_after gets a stall
- * report in its slot: the class (the loop thread's CPU time over the stall:
- * cpu or blocked), the syscall and wait channel from /proc, the activity
+ * report in its slot: the class (whether the loop thread wanted the CPU over
+ * the stall: cpu or blocked; gil when the binding's hook finds it waiting for
+ * the interpreter lock), the syscall and wait channel from /proc, the activity
  * label, then the text of the binding's report hook (a stack). The report is
  * measured again at every look while the stall lasts, and closed when the
  * loop beats.
@@ -45,6 +46,22 @@ static ssize_t read_small_file(const char *path, char *buf, size_t cap) {
   if (n < 0) return -1;
   buf[n] = '\0';
   return n;
+}
+
+/* The time the thread was runnable but waited for a CPU, from schedstat
+ * ("<time on a CPU> <time runnable, waiting for one> <slices>", in ns;
+ * kernels with CONFIG_SCHED_INFO, which distributions enable); -1 if
+ * unreadable. Read only once a loop is silent: a /proc open costs some
+ * 8 us, too much for every look at every loop. */
+static int64_t thread_delay_ns(pid_t tid) {
+  char path[64], buf[96];
+  unsigned long long run, wait;
+  snprintf(path, sizeof path, "/proc/self/task/%d/schedstat", (int)tid);
+  if (read_small_file(path, buf, sizeof buf) > 0 &&
+      sscanf(buf, "%llu %llu", &run, &wait) == 2 && wait <= INT64_MAX) {
+    return (int64_t)wait;
+  }
+  return -1;
 }
 
 /* What /proc says the loop thread is doing. */
@@ -105,19 +122,40 @@ static void report_measure(lw_loop_t *l, uint64_t now, int opening) {
   struct thread_probe p;
   probe_thread(l->tid, &p);
   int64_t cpu = lw_internal_thread_cpu_ns(l->tid);
+  int64_t delay = thread_delay_ns(l->tid);
+  if (opening) {
+    l->wd_probes = 0;
+    l->wd_running_probes = 0;
+    l->gil_wait = 0;
+  }
+  l->wd_probes++;
+  if (p.running) l->wd_running_probes++;
   uint64_t wall = now - l->wd_seen_wall_ns;
   uint64_t cpu_used = 0;
   uint32_t cls = LW_CLASS_UNKNOWN;
   if (cpu >= 0 && l->wd_seen_cpu_ns >= 0 && wall > 0) {
     cpu_used = cpu > l->wd_seen_cpu_ns ? (uint64_t)(cpu - l->wd_seen_cpu_ns) : 0;
-    /* A spinning thread starved of CPU (a pod at its CPU limit) gets less
-     * than half the wall time but is runnable, not in a syscall. */
-    cls = cpu_used * 2 >= wall || p.running ? LW_CLASS_CPU : LW_CLASS_BLOCKED;
+    /* The class follows the CPU the loop thread wanted: the time it ran
+     * plus the time it was runnable but waited for a CPU (a spinner starved
+     * by a CPU limit runs less than half the time but waits the rest). One
+     * sample of /proc reading "running" proves nothing: a thread that wakes
+     * every 5 ms to ask for a lock reads so now and then. Only when the
+     * kernel keeps no run-queue delay do the samples decide, by majority. */
+    uint64_t wanted = cpu_used;
+    int starved;
+    if (delay >= 0 && l->wd_seen_delay_ns >= 0) {
+      wanted += delay > l->wd_seen_delay_ns ? (uint64_t)(delay - l->wd_seen_delay_ns) : 0;
+      starved = 0;
+    } else {
+      starved = l->wd_running_probes * 2 > l->wd_probes;
+    }
+    cls = wanted * 2 >= wall || starved ? LW_CLASS_CPU : LW_CLASS_BLOCKED;
   } else if (p.running) {
     cls = LW_CLASS_CPU;
   } else if (p.nr >= 0) {
     cls = LW_CLASS_BLOCKED;
   }
+  if (cls == LW_CLASS_BLOCKED && l->gil_wait) cls = LW_CLASS_GIL;
   char activity[LW_ACTIVITY_SIZE];
   if (opening) read_activity(l, activity);
 
@@ -134,6 +172,7 @@ static void report_measure(lw_loop_t *l, uint64_t now, int opening) {
   lw_store64(&s->report_updated_ns, now);
   lw_store64(&s->loop_cpu_ns, cpu_used);
   lw_store32(&s->stall_class, cls);
+  l->wd_class = cls;
   lw_store32((uint32_t *)&s->syscall_nr, (uint32_t)p.nr);
   lw_store_field(s->syscall_name, cls == LW_CLASS_CPU && p.nr < 0 ? "" : p.name,
                  sizeof s->syscall_name);
@@ -161,6 +200,26 @@ void lw_internal_report_close(lw_loop_t *l, uint64_t end_ns) {
   lw_store32(&s->report_state, LW_REPORT_CLOSED);
   l->report_seq = lw_seqlock_write_end(&s->report_seq, l->report_seq);
   l->stall_open = 0;
+  l->gil_wait = 0;
+}
+
+int lw_report_gil_wait(lw_loop_t *loop) {
+  if (!loop) return 0;
+  pthread_mutex_lock(&lw_proc.mu);
+  int rc = -EINVAL;
+  if (loop->slot && loop->stall_open) {
+    loop->gil_wait = 1;
+    lw_seg_slot_t *s = loop->slot;
+    if (loop->wd_class == LW_CLASS_BLOCKED) {
+      loop->wd_class = LW_CLASS_GIL;
+      lw_seqlock_write_begin(&s->report_seq, loop->report_seq);
+      lw_store32(&s->stall_class, LW_CLASS_GIL);
+      loop->report_seq = lw_seqlock_write_end(&s->report_seq, loop->report_seq);
+    }
+    rc = 0;
+  }
+  pthread_mutex_unlock(&lw_proc.mu);
+  return rc;
 }
 
 struct beat_read {
@@ -186,7 +245,14 @@ static int watch_one(lw_loop_t *l, uint64_t now) {
     l->wd_seen_count = b.count;
     l->wd_seen_wall_ns = now;
     l->wd_seen_cpu_ns = lw_internal_thread_cpu_ns(l->tid);
+    l->wd_delay_taken = 0;
     return 0;
+  }
+  /* Silent since the last look: the run-queue delay's baseline, at most a
+   * tick after the CPU's (the class needs it only if a stall opens). */
+  if (!l->wd_delay_taken) {
+    l->wd_seen_delay_ns = thread_delay_ns(l->tid);
+    l->wd_delay_taken = 1;
   }
   uint64_t since = b.count ? b.last : l->opened_ns;
   if (now <= since) return 0;

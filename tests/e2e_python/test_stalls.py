@@ -7,6 +7,7 @@ was stuck (file:line, function), in what (class, syscall), and for which
 request."""
 
 import http.server
+import os
 import re
 import socket
 import threading
@@ -241,6 +242,50 @@ def test_cpu_bound_loop_in_async_endpoint(world, measure):
     assert metric_delta(m0, m1, "loopwatch_stalls_total", **{"class": "blocked"}) == 0
     total = metric_delta(m0, m1, "loopwatch_stall_duration_seconds_sum", **{"class": "cpu"})
     assert SLEEP - 0.05 <= total <= SLEEP + MARGIN, total
+
+
+def test_sync_endpoint_holding_the_gil_is_named(world, measure):
+    """A `def` endpoint in FastAPI's thread pool runs a regular expression
+    that keeps the GIL: the loop thread waits for the GIL (class gil, in
+    futex) and the report carries the stack of the thread that holds it."""
+    sc = world.sidecar()
+    app = world.uvicorn(loop="asyncio")
+    name = "uvicorn-%d" % app.pid
+    sc.wait_loop_state(app.pid, "live", timeout=10)
+    before_id, m0 = last_stall_id(sc), sc.metrics()
+
+    path = "/regex?n=26"
+    req = app.request_async(path, timeout=120)
+    wait_detection(sc, req.sent_at, measure)
+    rep = wait_new(sc, "stall report", before_id, timeout=3, pid=app.pid)
+    assert "(waiting for the GIL)" in sc.livez().body
+    assert rep["class"] == "gil" and rep["syscall"] == "futex", rep
+    measure("gil stall: loop CPU / silence at the report",
+            "%.3f / %.3f s" % (rep["loop_cpu_seconds"], rep["silent_seconds"]))
+    assert rep["loop_cpu_seconds"] < 0.1, rep
+    text = rep["stack"]
+    m = re.search(r"^task: unknown \(the loop thread waits for the GIL, which thread (\d+) "
+                  r"holds: it used (\d+) ms of CPU in (\d+) ms", text, re.M)
+    assert m, text
+    holder = int(m.group(1))
+    assert holder != app.pid and os.path.exists("/proc/%d/task/%d" % (app.pid, holder)), text
+    # The request is in flight on the loop (the middleware recorded it
+    # before the endpoint went to the thread pool).
+    assert "requests in flight: 1\n  GET /regex?n=REDACTED (" in text, text
+    holder_at = text.index("Thread %d holds the GIL" % holder)
+    frame = 'File "%s", line %d in regex_in_the_threadpool' % (APP_FILE, line_of("regex"))
+    loop_at = text.index("The loop thread, waiting for the GIL:")
+    assert holder_at < text.index(frame) < loop_at, text
+
+    done = req.result(timeout=120)
+    assert done.status == 200 and done.json() == {"matched": False, "pid": app.pid}, done
+    ended = wait_new(sc, "stall ended", before_id, timeout=3, pid=app.pid)
+    assert ended["class"] == "gil", ended
+    sc.wait_livez(200, timeout=POLL_INTERVAL + MARGIN)
+    m1 = sc.metrics()
+    assert metric_delta(m0, m1, "loopwatch_stalls_total", **{"class": "gil"}) == 1
+    assert metric_delta(m0, m1, "loopwatch_stalls_total", **{"class": "cpu"}) == 0
+    assert metric_delta(m0, m1, "loopwatch_stalls_total", **{"class": "blocked"}) == 0
 
 
 def test_asyncio_timeout_cannot_interrupt_a_blocking_call(world, measure):

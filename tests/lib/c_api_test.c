@@ -188,6 +188,7 @@ static void test_disabled(void) {
     CHECK_EQ(lw_set_ready(loop, 0), 0);
     CHECK_EQ(lw_set_activity(loop, "GET /x"), 0);
     CHECK_EQ(lw_set_report_hook(loop, hook_fn, NULL), 0);
+    CHECK_EQ(lw_report_gil_wait(loop), 0);
     CHECK_EQ(lw_loop_slot(loop), -1);
     CHECK_EQ(lw_loop_close(loop), 0);
   }
@@ -319,6 +320,8 @@ static void test_open_beat_close(void) {
   CHECK(s.lag_max_ns == 2000000);
   CHECK(s.lag_bucket[0] == 1 && s.lag_bucket[1] == 1); /* 0 ms; 2 ms */
   CHECK_EQ(s.ready, 1);
+
+  CHECK_EQ(lw_report_gil_wait(a), -EINVAL); /* no report open */
 
   CHECK_EQ(lw_set_ready(a, 0), 0);
   CHECK_EQ(read_slot(0).ready, 0);

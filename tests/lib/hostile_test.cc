@@ -162,7 +162,7 @@ void CheckSnapshots(const SegmentReader& r, SegmentStatus st,
     EXPECT_LE(s.state, LW_SLOT_CLOSED) << "slot " << i;
     EXPECT_FALSE(s.claiming) << "slot " << i;
     EXPECT_LE(s.report.state, LW_REPORT_CLOSED) << "slot " << i;
-    EXPECT_LE(s.report.stall_class, LW_CLASS_BLOCKED) << "slot " << i;
+    EXPECT_LE(s.report.stall_class, LW_CLASS_GIL) << "slot " << i;
     if (s.state == LW_SLOT_FREE) {
       EXPECT_EQ(s.beat_count, 0u) << "slot " << i;
       EXPECT_EQ(s.owner_alive, 0) << "slot " << i;

@@ -64,8 +64,8 @@ size_t Hook(lw_loop_t*, void* user, char* buf, size_t size) {
 class LoopThread {
  public:
   LoopThread(const std::string& name, std::function<void()> stall,
-             HookCalls* hook, const char* activity)
-      : thread_([this, name, stall, hook, activity] {
+             HookCalls* hook, const char* activity, lw_report_hook_fn hook_fn = Hook)
+      : thread_([this, name, stall, hook, activity, hook_fn] {
           lw_loop_options_t o{};
           o.struct_size = sizeof o;
           o.name = name.c_str();
@@ -74,7 +74,7 @@ class LoopThread {
           lw_loop_t* loop = nullptr;
           rc_ = lw_loop_open_ex(&o, &loop);
           tid_ = static_cast<pid_t>(syscall(SYS_gettid));
-          if (loop && hook) lw_set_report_hook(loop, Hook, hook);
+          if (loop && hook) lw_set_report_hook(loop, hook_fn, hook);
           if (loop && activity) lw_set_activity(loop, activity);
           opened_ = true;
           while (!stall_now_) Beat(loop, &last_beat_before_);
@@ -360,6 +360,141 @@ TEST(Stall, BusyLoopStarvedOfCpuIsStillCpu) {
                  [&] { release = true; }});
     release = true;
     for (auto& t : rivals) t.join();
+  });
+}
+
+// Watches the open report of a loop that stalls with `stall` (until
+// `release` is set) for `watch`, re-reading it every millisecond: returns
+// the class of every fresh measurement (a new updated_ns).
+std::vector<uint32_t> ClassesOverAStall(const std::string& path, const char* name,
+                                        std::function<void()> stall,
+                                        std::atomic<bool>* release, milliseconds watch,
+                                        HookCalls* hook = nullptr,
+                                        lw_report_hook_fn hook_fn = Hook) {
+  std::vector<uint32_t> classes;
+  lwtest::SetSegmentEnv(path, 4);
+  LoopThread lt(name, stall, hook, nullptr, hook_fn);
+  EXPECT_EQ(lt.rc(), 0) << lw_last_error();
+  loopwatch::SegmentReader r(path);
+  std::vector<loopwatch::SlotSnapshot> snaps;
+  int slot = -1;
+  EXPECT_TRUE(lwtest::WaitUntil(
+      [&] {
+        snaps = lwtest::MustSnapshot(r);
+        slot = lwtest::FindSlotByName(snaps, name);
+        return slot >= 0 && snaps[slot].beat_count >= 3;
+      },
+      lwtest::Scaled(milliseconds(5000))));
+  if (slot < 0) return classes;
+  lt.Stall();
+  loopwatch::SlotSnapshot rep;
+  uint64_t seen_ns = 0;
+  EXPECT_TRUE(WaitForOpenReport(r, slot, lt.last_beat_before(), &rep, &seen_ns,
+                                lwtest::Scaled(milliseconds(5000))));
+  uint64_t last_update = 0;
+  const uint64_t end = lw_now_ns() + uint64_t(watch.count()) * 1000000;
+  while (lw_now_ns() < end) {
+    if (r.Snapshot(&snaps) == loopwatch::SegmentStatus::kOk && snaps[slot].valid &&
+        snaps[slot].report.state == LW_REPORT_OPEN &&
+        snaps[slot].report.updated_ns != last_update) {
+      last_update = snaps[slot].report.updated_ns;
+      classes.push_back(snaps[slot].report.stall_class);
+    }
+    std::this_thread::sleep_for(milliseconds(1));
+  }
+  *release = true;
+  EXPECT_TRUE(lwtest::WaitUntil([&] { return lt.StallDone(); },
+                                lwtest::Scaled(milliseconds(5000))));
+  lt.Stop();
+  return classes;
+}
+
+// A loop thread that sleeps but wakes every 5 ms and runs a little (as a
+// Python loop thread waiting for the GIL asks for it every switch interval)
+// is blocked, whatever /proc says at the instant of a look: the class
+// follows the CPU the thread wanted. (It used to read "running" at some
+// looks and be called cpu with a few ms of CPU.)
+TEST(Stall, WakingOftenToAskForALockIsBlockedNotCpu) {
+  TempDir dir;
+  RunIsolated([&] {
+    std::atomic<bool> release{false};
+    auto classes = ClassesOverAStall(
+        dir.File("segment"), "waker",
+        [&] {
+          uint64_t end = lw_now_ns() + 20000000000ull;
+          while (!release.load(std::memory_order_relaxed) && lw_now_ns() < end) {
+            // 1 ms of CPU (readable as "running"), then 4 ms asleep: 20%.
+            uint64_t spin_end = lw_now_ns() + 1000000;
+            while (lw_now_ns() < spin_end) {
+            }
+            struct timespec ts = {0, 4000000};
+            nanosleep(&ts, nullptr);
+          }
+        },
+        &release, lwtest::Scaled(milliseconds(1500)));
+    // 25 ms looks over 1.5 s: some 60 measurements.
+    EXPECT_GE(classes.size(), 20u);
+    size_t cpu = std::count(classes.begin(), classes.end(), LW_CLASS_CPU);
+    EXPECT_EQ(cpu, 0u) << cpu << " of " << classes.size() << " looks said cpu";
+    EXPECT_EQ(size_t(std::count(classes.begin(), classes.end(), LW_CLASS_BLOCKED)),
+              classes.size());
+  });
+}
+
+// A hook that says the loop waits for the interpreter's lock: the report's
+// class is gil, at once and at every later look, while the loop thread
+// sleeps; a report of a loop that spins stays cpu.
+size_t GilHook(lw_loop_t* loop, void* user, char* buf, size_t size) {
+  auto* h = static_cast<HookCalls*>(user);
+  h->calls++;
+  EXPECT_EQ(lw_report_gil_wait(loop), 0);
+  const char kText[] = "Thread 42 holds the GIL\n";
+  size_t n = std::min(size, sizeof kText - 1);
+  memcpy(buf, kText, n);
+  return n;
+}
+
+TEST(Stall, TheBindingCanSayTheLoopWaitsForTheGil) {
+  TempDir dir;
+  RunIsolated([&] {
+    std::atomic<bool> release{false};
+    HookCalls hook;
+    auto classes = ClassesOverAStall(
+        dir.File("segment"), "gil-waiter",
+        [&] {
+          while (!release) {
+            struct timespec ts = {0, 5000000};
+            nanosleep(&ts, nullptr);
+          }
+        },
+        &release, lwtest::Scaled(milliseconds(500)), &hook, GilHook);
+    EXPECT_EQ(hook.calls.load(), 1);
+    ASSERT_GE(classes.size(), 5u);
+    // The first measurement may be seen before the hook ran.
+    EXPECT_TRUE(classes[0] == LW_CLASS_BLOCKED || classes[0] == LW_CLASS_GIL) << classes[0];
+    for (size_t i = 1; i < classes.size(); i++) {
+      EXPECT_EQ(classes[i], LW_CLASS_GIL) << "look " << i;
+    }
+  });
+}
+
+TEST(Stall, AGilWaitSaidOfASpinningLoopStaysCpu) {
+  TempDir dir;
+  RunIsolated([&] {
+    std::atomic<bool> release{false};
+    HookCalls hook;
+    auto classes = ClassesOverAStall(
+        dir.File("segment"), "gil-spinner",
+        [&] {
+          uint64_t end = lw_now_ns() + 20000000000ull;
+          while (!release.load(std::memory_order_relaxed) && lw_now_ns() < end) {
+          }
+        },
+        &release, lwtest::Scaled(milliseconds(500)), &hook, GilHook);
+    ASSERT_GE(classes.size(), 5u);
+    for (size_t i = 0; i < classes.size(); i++) {
+      EXPECT_EQ(classes[i], LW_CLASS_CPU) << "look " << i;
+    }
   });
 }
 

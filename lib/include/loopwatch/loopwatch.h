@@ -7,8 +7,8 @@
  * a shared-memory segment that the loopwatch sidecar reads from another
  * container. A watchdog thread in this process, never on the loop, notices when
  * a loop stops beating and writes a stall report into the slot: how long, what
- * class (cpu or blocked), the syscall the loop thread sleeps in, and text that a
- * language binding adds (a Python stack). The segment layout is in lib/FORMAT.md.
+ * class (cpu or blocked, or gil from a Python binding), the syscall the loop
+ * thread sleeps in, and text that a language binding adds (a Python stack). The segment layout is in lib/FORMAT.md.
  *
  * Conventions:
  *  1. Handles are opaque. A NULL lw_loop_t* is a valid handle on which every
@@ -145,6 +145,14 @@ LW_EXPORT int lw_set_activity(lw_loop_t *loop, const char *label);
 /* Installs (fn != NULL) or removes the report hook of a loop. */
 LW_EXPORT int lw_set_report_hook(lw_loop_t *loop, lw_report_hook_fn fn,
                                  void *user);
+
+/* For the report hook of a binding whose interpreter has a global lock
+ * (Python's GIL): the loop thread is not stuck in its own code but waits for
+ * that lock, which another thread of the process holds while it runs. The
+ * open report's class becomes "gil" for as long as the loop thread itself
+ * wants less than half the CPU; the hook's text should name the thread that
+ * holds the lock. Returns 0, or -EINVAL if no report is open. */
+LW_EXPORT int lw_report_gil_wait(lw_loop_t *loop);
 
 /* Slot index of the loop in the segment, or -1 for a NULL handle. */
 LW_EXPORT int lw_loop_slot(const lw_loop_t *loop);

@@ -17,6 +17,14 @@
  * catastrophic regular expression) never lets it go: the hook then reads the
  * loop thread's frames without the GIL, as faulthandler's watchdog does
  * (_Py_DumpTraceback), and says so in the report; the task is then unknown.
+ *
+ * The GIL may also be held by another thread: a sync endpoint run in a
+ * thread pool that sits in such C code starves the loop thread, which then
+ * only waits for the GIL. The hook tells the two apart by CPU: while it
+ * waits for the reporter it measures every thread of the interpreter; the
+ * thread that ran while the loop thread slept in futex() holds the GIL, and
+ * the report carries its stack first and gets the class "gil"
+ * (lw_report_gil_wait).
  */
 #define PY_SSIZE_T_CLEAN
 #ifndef _GNU_SOURCE
@@ -26,6 +34,7 @@
 
 #include <dlfcn.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <pthread.h>
 #include <signal.h>
 #include <stdarg.h>
@@ -33,6 +42,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
+#include <sys/syscall.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -43,6 +53,11 @@
 
 /* How long the watchdog waits for the reporter to get the GIL. */
 static const uint64_t kGilWaitNs = 250u * 1000u * 1000u;
+/* The window over which it measures who runs, when it could not measure
+ * while it waited (the reporter was still waiting for an earlier request). */
+static const uint64_t kHolderWindowNs = 100u * 1000u * 1000u;
+/* Threads of the interpreter measured; more are not considered. */
+enum { kMaxThreads = 256 };
 /* Requests shown in a report; more are counted. */
 enum { kRequestsShown = 12 };
 /* Text of one report, the stack included: the slot holds less (~7 KiB). */
@@ -206,6 +221,127 @@ static void rep_atfork_child(void) {
   pthread_mutex_unlock(&g_rep.mu);
 }
 
+/* ---- who holds the GIL (the watchdog's thread, no GIL) ---------------- */
+
+/* The kernel's thread id of a Python thread. Without the GIL, as
+ * thread_alive() walks: a thread state in the list belongs to a thread
+ * that has not ended, since a thread removes its own, with the GIL, before
+ * it ends, and the GIL is held elsewhere while this runs. */
+static pid_t tid_of(PyThreadState *t) {
+#if PY_VERSION_HEX >= 0x030B0000
+  return (pid_t)t->native_thread_id;
+#else
+  /* The per-thread CPU clock id encodes the tid: ~(id >> 3) (Linux ABI). */
+  clockid_t c;
+  if (pthread_getcpuclockid((pthread_t)t->thread_id, &c) != 0) return 0;
+  return (pid_t) ~(c >> 3);
+#endif
+}
+
+/* CPU time of a thread of this process by tid, or -1 (it has ended). */
+static int64_t tid_cpu_ns(pid_t tid) {
+  if (tid <= 0) return -1;
+  clockid_t id = (clockid_t)((~(unsigned)tid) << 3) | 6; /* CPUCLOCK_PERTHREAD | SCHED */
+  struct timespec ts;
+  if (clock_gettime(id, &ts) != 0) return -1;
+  return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
+}
+
+/* Whether the thread sleeps in futex(), as a thread waiting for the GIL
+ * does (woken every switch interval to ask for it, so look a few times). */
+static int in_futex(pid_t tid) {
+  char path[64], buf[64];
+  snprintf(path, sizeof path, "/proc/self/task/%d/syscall", (int)tid);
+  for (int i = 0; i < 5; i++) {
+    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    if (fd < 0) return 0;
+    ssize_t n = read(fd, buf, sizeof buf - 1);
+    close(fd);
+    if (n <= 0) return 0;
+    buf[n] = '\0';
+    if (strncmp(buf, "running", 7) != 0) return strtol(buf, NULL, 10) == SYS_futex;
+    struct timespec ms = {0, 1000000};
+    nanosleep(&ms, NULL);
+  }
+  return 0;
+}
+
+/* CPU times of the threads of the loop's interpreter at one instant. */
+typedef struct {
+  int taken;
+  uint64_t at_ns;
+  pid_t loop_tid;
+  int64_t loop_cpu;
+  int n;
+  struct {
+    PyThreadState *t;
+    pid_t tid;
+    int64_t cpu;
+  } th[kMaxThreads];
+} cpu_snapshot;
+
+static void take_snapshot(LoopObject *self, cpu_snapshot *s) {
+  s->n = 0;
+  s->loop_tid = tid_of(self->tstate);
+  s->loop_cpu = tid_cpu_ns(s->loop_tid);
+  for (PyThreadState *t = PyInterpreterState_ThreadHead(self->interp); t && s->n < kMaxThreads;
+       t = PyThreadState_Next(t)) {
+    if (t == self->tstate) continue;
+    s->th[s->n].t = t;
+    s->th[s->n].tid = tid_of(t);
+    s->th[s->n].cpu = tid_cpu_ns(s->th[s->n].tid);
+    if (s->th[s->n].cpu >= 0) s->n++;
+  }
+  s->at_ns = lw_now_ns();
+  s->taken = 1;
+}
+
+typedef struct {
+  PyThreadState *tstate; /* NULL: none found */
+  pid_t tid;
+  uint64_t cpu_ns;      /* its CPU over the window */
+  uint64_t loop_cpu_ns; /* the loop thread's */
+  uint64_t window_ns;
+  int loop_waits;       /* the loop thread hardly ran, and sleeps in futex() */
+} gil_holder;
+
+/* After the reporter could not get the GIL: which other thread of the
+ * loop's interpreter holds it, from the CPU each used since `s` was taken
+ * (taken now, and kHolderWindowNs waited, if it was not). The holder used
+ * at least a quarter of a CPU, the most of all, while the loop thread used
+ * less than a quarter and sleeps in futex(). Not found: a holder that waits
+ * in C code without using the CPU, and a thread that computes with the GIL
+ * released while the loop thread waits for a lock of its own. */
+static void find_gil_holder(LoopObject *self, cpu_snapshot *s, gil_holder *h) {
+  memset(h, 0, sizeof *h);
+  if (!s->taken) {
+    take_snapshot(self, s);
+    struct timespec w = {0, (long)kHolderWindowNs};
+    while (nanosleep(&w, &w) != 0 && errno == EINTR) {
+    }
+  }
+  h->window_ns = lw_now_ns() - s->at_ns;
+  int best = -1;
+  uint64_t best_cpu = 0;
+  for (int i = 0; i < s->n; i++) {
+    int64_t c = tid_cpu_ns(s->th[i].tid);
+    if (c >= s->th[i].cpu && (uint64_t)(c - s->th[i].cpu) > best_cpu) {
+      best_cpu = (uint64_t)(c - s->th[i].cpu);
+      best = i;
+    }
+  }
+  int64_t loop_cpu = tid_cpu_ns(s->loop_tid);
+  if (s->loop_cpu >= 0 && loop_cpu >= s->loop_cpu) {
+    h->loop_cpu_ns = (uint64_t)(loop_cpu - s->loop_cpu);
+    h->loop_waits = h->loop_cpu_ns * 4 < h->window_ns && in_futex(s->loop_tid);
+  }
+  if (h->loop_waits && best >= 0 && best_cpu * 4 >= h->window_ns) {
+    h->tstate = s->th[best].t;
+    h->tid = s->th[best].tid;
+    h->cpu_ns = best_cpu;
+  }
+}
+
 /* ---- the report hook (the core's watchdog thread, no GIL) ------------- */
 
 static size_t append(char *buf, size_t size, size_t n, const char *fmt, ...)
@@ -221,16 +357,23 @@ static size_t append(char *buf, size_t size, size_t n, const char *fmt, ...) {
 }
 
 static size_t report_hook(lw_loop_t *loop, void *user, char *buf, size_t size) {
-  (void)loop;
   LoopObject *self = user;
   char task[kTaskSize];
   int with_gil = 0;
-  char *stack = malloc(kStackSize); /* the watchdog's thread: may allocate */
-  if (!stack) return 0;
+  /* The watchdog's thread: may allocate. */
+  char *stack = malloc(kStackSize);
+  cpu_snapshot *snap = calloc(1, sizeof *snap);
+  if (!stack || !snap) {
+    free(stack);
+    free(snap);
+    return 0;
+  }
 
   pthread_mutex_lock(&g_rep.mu);
   if (self->closing || g_rep.shutdown) {
     pthread_mutex_unlock(&g_rep.mu);
+    free(stack);
+    free(snap);
     return 0;
   }
   int busy = g_rep.req_pending && !g_rep.req_done; /* stuck on the GIL still */
@@ -241,10 +384,19 @@ static size_t report_hook(lw_loop_t *loop, void *user, char *buf, size_t size) {
     g_rep.req_done = 0;
     uint64_t gen = g_rep.req_gen;
     pthread_cond_broadcast(&g_rep.cv);
-    uint64_t deadline = lw_now_ns() + kGilWaitNs;
-    struct timespec ts = {(time_t)(deadline / 1000000000u), (long)(deadline % 1000000000u)};
-    while (!g_rep.req_done && g_rep.req_gen == gen && g_rep.req == self) {
-      if (pthread_cond_timedwait(&g_rep.cv, &g_rep.mu, &ts) == ETIMEDOUT) break;
+    const uint64_t start = lw_now_ns();
+    const uint64_t deadline = start + kGilWaitNs;
+    for (;;) {
+      if (g_rep.req_done || g_rep.req_gen != gen || g_rep.req != self) break;
+      /* A fifth of the wait without the GIL: someone keeps it. From then
+       * on, measure who runs, so that the rest of the wait is the window. */
+      const uint64_t until = snap->taken ? deadline : start + kGilWaitNs / 5;
+      struct timespec ts = {(time_t)(until / 1000000000u), (long)(until % 1000000000u)};
+      if (pthread_cond_timedwait(&g_rep.cv, &g_rep.mu, &ts) != ETIMEDOUT) continue;
+      if (snap->taken) break;
+      pthread_mutex_unlock(&g_rep.mu);
+      take_snapshot(self, snap);
+      pthread_mutex_lock(&g_rep.mu);
     }
     if (g_rep.req_done && g_rep.req_gen == gen && g_rep.req == self) {
       with_gil = 1;
@@ -261,19 +413,53 @@ static size_t report_hook(lw_loop_t *loop, void *user, char *buf, size_t size) {
   pthread_mutex_unlock(&g_rep.mu);
 
   if (!with_gil) {
-    snprintf(task, sizeof task,
-             "unknown (the GIL was not released within %llu ms: the loop thread "
-             "holds it in C code, e.g. a C extension or a regular expression)",
-             (unsigned long long)(kGilWaitNs / 1000000u));
     if (self->closing || g_rep.shutdown) {
       free(stack);
+      free(snap);
       return 0;
     }
-    if (thread_alive(self->interp, self->tstate)) {
-      size_t n = (size_t)snprintf(stack, kStackSize,
-                                  "(stack read without the GIL, as faulthandler does)\n");
+    gil_holder h = {0};
+    int alive = thread_alive(self->interp, self->tstate);
+    if (alive) find_gil_holder(self, snap, &h);
+    size_t n = 0;
+    if (h.tstate && thread_alive(self->interp, h.tstate)) {
+      lw_report_gil_wait(loop);
+      snprintf(task, sizeof task,
+               "unknown (the loop thread waits for the GIL, which thread %d holds: "
+               "it used %llu ms of CPU in %llu ms, the loop thread %llu ms)",
+               (int)h.tid, (unsigned long long)(h.cpu_ns / 1000000u),
+               (unsigned long long)(h.window_ns / 1000000u),
+               (unsigned long long)(h.loop_cpu_ns / 1000000u));
+      /* The holder's stack first: it is what to fix. At most half the
+       * space, so that the loop thread's shows where it was. */
+      n = (size_t)snprintf(stack, kStackSize,
+                           "Thread %d holds the GIL (stack read without the GIL, as "
+                           "faulthandler does):\n",
+                           (int)h.tid);
+      n += dump_stack(h.tstate, stack + n, kStackSize / 2 - n);
+      n += (size_t)snprintf(stack + n, kStackSize - n,
+                            "The loop thread, waiting for the GIL:\n");
+      dump_stack(self->tstate, stack + n, kStackSize - n);
+    } else if (alive && h.loop_waits) {
+      snprintf(task, sizeof task,
+               "unknown (the GIL was not released within %llu ms; the loop thread sleeps "
+               "in futex(), waiting for it or for a lock, and no other thread used the CPU: "
+               "whatever holds it waits in C code)",
+               (unsigned long long)(kGilWaitNs / 1000000u));
+      n = (size_t)snprintf(stack, kStackSize,
+                           "(stack read without the GIL, as faulthandler does)\n");
+      dump_stack(self->tstate, stack + n, kStackSize - n);
+    } else if (alive) {
+      snprintf(task, sizeof task,
+               "unknown (the GIL was not released within %llu ms: the loop thread "
+               "holds it in C code, e.g. a C extension or a regular expression)",
+               (unsigned long long)(kGilWaitNs / 1000000u));
+      n = (size_t)snprintf(stack, kStackSize,
+                           "(stack read without the GIL, as faulthandler does)\n");
       dump_stack(self->tstate, stack + n, kStackSize - n);
     } else {
+      snprintf(task, sizeof task, "unknown (the GIL was not released within %llu ms)",
+               (unsigned long long)(kGilWaitNs / 1000000u));
       snprintf(stack, kStackSize, "Stack: the loop thread has ended\n");
     }
   }
@@ -294,6 +480,7 @@ static size_t report_hook(lw_loop_t *loop, void *user, char *buf, size_t size) {
   if (more) n = append(buf, size, n, "  ... and %llu more\n", (unsigned long long)more);
   n = append(buf, size, n, "%s", stack);
   free(stack);
+  free(snap);
   return n;
 }
 

@@ -1,6 +1,7 @@
 # SPDX-License-Identifier: Apache-2.0
 """The FastAPI app of the end-to-end tests: each endpoint is one of the
-mistakes users make in `async def` code (docs/design.md, "The problem"), plus a /health
+mistakes users make in `async def` code (docs/design.md, "The problem") or in
+a sync endpoint that starves the loop of the GIL, plus a /health
 that runs on the same loop and a readiness switch.
 
 No loopwatch import at module level: the runner (python -m loopwatch.run)
@@ -10,6 +11,7 @@ checking a stale line number."""
 
 import asyncio
 import os
+import re
 import time
 
 import httpx
@@ -60,6 +62,15 @@ def spin(seconds):
 async def cpu_bound(s: float = 1.0):
     rounds, _ = spin(s)  # LINE:cpu-call
     return {"rounds": rounds, "pid": os.getpid()}
+
+
+@app.get("/regex")
+def regex_in_the_threadpool(n: int = 26):
+    """A sync `def` endpoint, which FastAPI runs in its thread pool: a
+    catastrophic regular expression keeps the GIL in C code there (some
+    3 s for n=26), and the loop thread can only wait for it."""
+    matched = re.match(r"(a+)+$", "a" * n + "b")  # LINE:regex
+    return {"matched": bool(matched), "pid": os.getpid()}
 
 
 @app.get("/timeout")

@@ -6,6 +6,7 @@ with the exact line, the task, the requests in flight, the activity label.
 The four stalling scripts start together (module fixture) and each test
 kills its script once it has checked the report."""
 
+import os
 import re
 
 import pytest
@@ -75,6 +76,49 @@ async def main():
 asyncio.run(main())
 """
 
+# A sync function in a thread pool (as FastAPI runs a `def` endpoint) that
+# keeps the GIL in C code: the loop thread only waits for the GIL.
+REGEX_THREAD = """
+import asyncio, re
+import loopwatch, script_support
+
+def backtrack():
+    re.match(r'(a+)+$', 'a' * 28 + 'b')  # holder-regex
+
+async def main():
+    assert loopwatch.install()
+    await asyncio.sleep(0.3)
+    script_support.say("STALL")
+    await asyncio.get_running_loop().run_in_executor(None, backtrack)
+asyncio.run(main())
+"""
+
+# Threads that use the CPU without starving the loop: pure Python (which
+# lets the GIL go every switch interval) or hashlib.pbkdf2_hmac (which
+# releases it). 1.5 s of that, then the loop blocks on its own.
+BUSY_THREAD = """
+import asyncio, hashlib, sys, threading, time
+import loopwatch, script_support
+
+def pure():
+    end = time.monotonic() + 60
+    while time.monotonic() < end:
+        pass
+
+def pbkdf2():
+    hashlib.pbkdf2_hmac("sha256", b"password", b"salt", 100_000_000)
+
+async def main():
+    assert loopwatch.install()
+    await asyncio.sleep(0.3)
+    threading.Thread(target=pure if sys.argv[1] == "pure" else pbkdf2, daemon=True).start()
+    await asyncio.sleep(1.5)
+    script_support.say("STALL")
+    time.sleep(60)  # stall-own-sleep
+
+asyncio.run(main())
+"""
+
 REQUESTS = """
 import asyncio, time
 import loopwatch, script_support
@@ -110,7 +154,9 @@ async def main():
 asyncio.run(main())
 """
 
-SCRIPTS = {"regex": (REGEX, []), "cpu": (CPU, []), "blocked": (BLOCKED, ["asyncio"]),
+SCRIPTS = {"regex": (REGEX, []), "holder": (REGEX_THREAD, []),
+           "busy-pure": (BUSY_THREAD, ["pure"]), "busy-pbkdf2": (BUSY_THREAD, ["pbkdf2"]),
+           "cpu": (CPU, []), "blocked": (BLOCKED, ["asyncio"]),
            "blocked-uvloop": (BLOCKED, ["uvloop"]), "blocked-thread": (BLOCKED, ["thread"]),
            "requests": (REQUESTS, [])}
 
@@ -166,6 +212,45 @@ def test_regex_holding_the_gil(stalls):
     assert "requests in flight: 0" in text
     assert text.index("stack read without the GIL") < text.index(
         'File "%s", line %d in backtrack' % (script, line))
+
+
+def test_gil_held_by_another_thread(stalls):
+    child, script, seg = stalls["holder"]
+    loop, stall, line = report_of(child, script, seg, "holder-regex", "backtrack")
+    text = stall["text"]
+    m = re.search(r"^task: unknown \(the loop thread waits for the GIL, which thread (\d+) "
+                  r"holds: it used (\d+) ms of CPU in (\d+) ms, the loop thread (\d+) ms\)$",
+                  text, re.M)
+    assert m, text
+    holder, used, window, loop_ms = map(int, m.groups())
+    # A thread of the app's process, not its main (loop) thread.
+    assert os.path.exists("/proc/%d/task/%d" % (child.pid, holder)) and holder != child.pid
+    child.kill()
+    # Not the loop's fault, not cpu: it waits for the GIL in futex().
+    assert stall["class"] == "gil", stall
+    assert stall["syscall"] == "futex", stall
+    assert used * 4 >= window and loop_ms * 4 < window, m.group(0)
+    # The holder's stack first, with the line that holds the GIL; then the
+    # loop thread's, which is where it was when it lost the GIL.
+    holder_at = text.index("Thread %d holds the GIL" % holder)
+    frame_at = text.index('File "%s", line %d in backtrack' % (script, line))
+    loop_at = text.index("The loop thread, waiting for the GIL:")
+    assert holder_at < frame_at < loop_at, text
+
+
+@pytest.mark.parametrize("variant", ["busy-pure", "busy-pbkdf2"])
+def test_busy_threads_that_let_the_gil_go_are_not_blamed(stalls, variant):
+    """A thread in pure Python (the GIL changes hands every 5 ms) or in
+    pbkdf2 (the GIL released) does not stall the loop; when the loop then
+    blocks on its own, the report blames the loop's own line."""
+    child, script, seg = stalls[variant]
+    loop, stall, line = report_of(child, script, seg, "stall-own-sleep", "main")
+    child.kill()
+    text = stall["text"]
+    assert loop["stalls"] == 1, loop  # none while the thread was busy
+    assert stall["class"] == "blocked" and stall["syscall"] == "clock_nanosleep", stall
+    assert "GIL" not in text, text
+    assert text.startswith("task: Task-1 running main (%s:%d)\n" % (script, line)), text
 
 
 def test_cpu_busy_loop(stalls):
