@@ -27,7 +27,7 @@ pytest_terminal_summary = python_servers.e2e_conftest.pytest_terminal_summary
 
 def _missing_modules():
     missing = []
-    for mod in ("fastapi", "uvicorn", "gunicorn", "uvloop", "httpx", "requests"):
+    for mod in ("fastapi", "uvicorn", "gunicorn", "uvloop", "httpx", "requests", "aiohttp"):
         if importlib.util.find_spec(mod) is None:
             missing.append(mod)
     return missing
@@ -37,7 +37,8 @@ def pytest_collection_modifyitems(config, items):
     missing = _missing_modules()
     if missing:
         skip = pytest.mark.skip(reason="%s has no %s (Debian: python3-fastapi, python3-uvicorn, "
-                                "gunicorn, python3-uvloop, python3-httpx, python3-requests)"
+                                "gunicorn, python3-uvloop, python3-httpx, python3-requests, "
+                                "python3-aiohttp)"
                                 % (PYTHON, ", ".join(missing)))
         for item in items:
             item.add_marker(skip)

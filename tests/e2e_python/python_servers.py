@@ -190,6 +190,12 @@ class PyWorld(World):
                "--host", sidecar_harness.LOCALHOST, "--port", str(port), "--loop", loop, *args]
         return self._server("uvicorn").start(cmd, port, timeout=timeout, env=env)
 
+    def aiohttp(self, *runner_args, timeout=30):
+        """`loopwatch.run RUNNER_ARGS -- python3 aioapp.py PORT` (aiohttp.web)."""
+        port = free_port()
+        cmd = [PYTHON, str(APPS_DIR / "aioapp.py"), str(port)]
+        return self._server("aiohttp").start(cmd, port, timeout=timeout, runner_args=runner_args)
+
     def gunicorn(self, *args, workers=3, timeout=45):
         """`loopwatch.run -- gunicorn -k uvicorn.workers.UvicornWorker
         stallapp:app -w N ARGS...`; the arbiter's own --timeout is high, so

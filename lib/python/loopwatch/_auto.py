@@ -1,13 +1,23 @@
 # SPDX-License-Identifier: Apache-2.0
 """Zero-code mode, set up by the runner's sitecustomize in every Python
 process the command starts: each event loop gets a heartbeat when it starts
-running, and uvicorn's app gets LoopwatchMiddleware."""
+running, uvicorn's app gets LoopwatchMiddleware and every aiohttp
+Application loopwatch.aiohttp.middleware."""
 
 import logging
 import os
 import sys
 
 from . import _heartbeat, asgi
+from . import aiohttp as aiohttp_middleware
+
+
+def _patch_servers() -> bool:
+    """Whichever of uvicorn and aiohttp.web the process has loaded by the
+    time its first loop runs gets the middleware."""
+    uvicorn = asgi.patch_uvicorn()
+    aiohttp = aiohttp_middleware.patch_aiohttp()
+    return uvicorn or aiohttp
 
 
 def enable() -> None:
@@ -19,4 +29,4 @@ def enable() -> None:
         log.setLevel(logging.INFO)
         log.propagate = False
     wrap = os.environ.get("LOOPWATCH_MIDDLEWARE", "1") != "0"
-    _heartbeat.enable_auto(on_start=asgi.patch_uvicorn if wrap else None)
+    _heartbeat.enable_auto(on_start=_patch_servers if wrap else None)

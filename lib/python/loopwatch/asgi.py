@@ -37,6 +37,7 @@ class LoopwatchMiddleware:
     def __init__(self, app) -> None:
         self.app = app
         self.redact = _redacting()
+        _native.set_requests_recorded()
 
     async def __call__(self, scope, receive, send) -> None:
         kind = scope.get("type")

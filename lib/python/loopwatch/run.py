@@ -11,8 +11,9 @@ Each loop gets a slot named by role and pid (uvicorn-7, uvicorn-worker-12,
 gunicorn-worker-13); workers that are restarted register again, and killed
 ones show up dead in the sidecar until their slot is reclaimed. uvicorn's app
 (also under gunicorn's UvicornWorker) is wrapped in
-loopwatch.asgi.LoopwatchMiddleware, so stall reports list the requests in
-flight.
+loopwatch.asgi.LoopwatchMiddleware, and every aiohttp Application (also
+under gunicorn's GunicornWebWorker) gets loopwatch.aiohttp.middleware, so
+stall reports list the requests in flight.
 
 How: COMMAND is exec'd (same pid) with a sitecustomize of loopwatch's first
 on PYTHONPATH; Python processes below it import it at start-up. A Python
@@ -24,7 +25,8 @@ Options (each also read from the environment, as the library does):
   --interval DUR    heartbeat period, e.g. 100ms (LOOPWATCH_INTERVAL)
   --role NAME       first part of slot names (LOOPWATCH_ROLE; default:
                     COMMAND's name)
-  --no-middleware   do not wrap uvicorn's app
+  --no-middleware   record no requests: neither uvicorn's app nor aiohttp's
+                    gets the middleware
   -q, --quiet       no "loopwatch:" lines on stderr (LOOPWATCH_QUIET=1)
   -h, --help        print this help and exit
 

@@ -76,8 +76,13 @@ typedef struct {
   PyObject *task_fn;
   int closing; /* under g_rep.mu: no new report requests */
   request_table requests;
+  int requests_seen; /* request_begin was called for this loop */
   PyObject *weakrefs;
 } LoopObject;
+
+/* Something records this process's requests (a middleware was installed):
+ * a report with none says 0, not unknown. Set once, read by the hook. */
+static int g_requests_recorded;
 
 /* ---- the reporter thread ---------------------------------------------- */
 
@@ -470,7 +475,14 @@ static size_t report_hook(lw_loop_t *loop, void *user, char *buf, size_t size) {
   uint64_t more = 0;
   int nreq = requests_read(&self->requests, reqs, kRequestsShown, &more);
   uint64_t now = lw_now_ns();
-  n = append(buf, size, n, "requests in flight: %llu\n", (unsigned long long)(nreq + more));
+  if (nreq == 0 && !more && !__atomic_load_n(&g_requests_recorded, __ATOMIC_RELAXED) &&
+      !__atomic_load_n(&self->requests_seen, __ATOMIC_RELAXED)) {
+    n = append(buf, size, n,
+               "requests in flight: unknown (nothing records them in this process: "
+               "loopwatch.asgi.LoopwatchMiddleware or loopwatch.aiohttp.middleware would)\n");
+  } else {
+    n = append(buf, size, n, "requests in flight: %llu\n", (unsigned long long)(nreq + more));
+  }
   for (int i = 0; i < nreq; i++) {
     uint64_t age = now > reqs[i].start_ns ? now - reqs[i].start_ns : 0;
     n = append(buf, size, n, "  %s %s (%llu.%03llu s)\n", reqs[i].method, reqs[i].path,
@@ -591,6 +603,7 @@ static PyObject *Loop_request_begin(LoopObject *self, PyObject *const *args, Py_
   const char *method = PyUnicode_AsUTF8AndSize(args[0], &mlen);
   const char *path = method ? PyUnicode_AsUTF8AndSize(args[1], &plen) : NULL;
   if (!path) return NULL;
+  __atomic_store_n(&self->requests_seen, 1, __ATOMIC_RELAXED);
   return PyLong_FromUnsignedLongLong(
       requests_begin(&self->requests, method, (size_t)mlen, path, (size_t)plen, lw_now_ns()));
 }
@@ -700,6 +713,12 @@ static PyObject *mod_enabled(PyObject *m, PyObject *unused) {
   return PyBool_FromLong(lw_enabled());
 }
 
+static PyObject *mod_set_requests_recorded(PyObject *m, PyObject *unused) {
+  (void)m, (void)unused;
+  __atomic_store_n(&g_requests_recorded, 1, __ATOMIC_RELAXED);
+  Py_RETURN_NONE;
+}
+
 static PyObject *mod_version(PyObject *m, PyObject *unused) {
   (void)m, (void)unused;
   return PyUnicode_FromString(lw_version());
@@ -789,6 +808,8 @@ static PyMethodDef module_methods[] = {
     {"parse_duration", mod_parse_duration, METH_O,
      "Nanoseconds of a duration such as 100ms or 1m30s; ValueError if not one."},
     {"enabled", mod_enabled, METH_NOARGS, "Whether LOOPWATCH_SEGMENT is set."},
+    {"set_requests_recorded", mod_set_requests_recorded, METH_NOARGS,
+     "A middleware records this process's requests: reports with none say 0."},
     {"version", mod_version, METH_NOARGS, "Version of the C core."},
     {"now_ns", mod_now_ns, METH_NOARGS, "CLOCK_MONOTONIC now, in nanoseconds."},
     {"shutdown", mod_shutdown, METH_NOARGS, "Stop the reporter thread (at exit)."},
