@@ -459,15 +459,15 @@ SidecarMetrics::SidecarMetrics()
     : registry_(std::make_shared<prometheus::Registry>()) {
   requests_ = &prometheus::BuildCounter()
                    .Name("loopwatch_probe_requests_total")
-                   .Help("HTTP requests answered by the sidecar, by endpoint "
-                         "and status code.")
+                   .Help("HTTP requests answered by the sidecar, by handler "
+                         "(livez, readyz, startupz, healthz, metrics) and status code.")
                    .Register(*registry_);
   for (int e = 0; e < kEndpoints; e++) {
     for (int c = 0; c < kFixedCodes; c++) {
       // /metrics answers 200 or an error: no 503 series for it up front.
       if (Endpoint(e) == Endpoint::kMetrics && kFixedCodeValues[c] != 200) continue;
       fixed_[size_t(e)][size_t(c)] = &requests_->Add(
-          {{"endpoint", EndpointName(Endpoint(e))},
+          {{"handler", EndpointName(Endpoint(e))},
            {"code", std::to_string(kFixedCodeValues[c])}});
     }
   }
@@ -507,7 +507,7 @@ void SidecarMetrics::CountProbe(Endpoint endpoint, int code) {
     }
   }
   requests_
-      ->Add({{"endpoint", EndpointName(endpoint)}, {"code", std::to_string(code)}})
+      ->Add({{"handler", EndpointName(endpoint)}, {"code", std::to_string(code)}})
       .Increment();
 }
 

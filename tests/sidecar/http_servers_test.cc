@@ -315,15 +315,15 @@ TEST_F(HttpTest, EveryProbeRequestIsCounted) {
   ASSERT_TRUE(p);
   EXPECT_EQ(p->status, 405);
   std::string m = Get("/metrics")->body;
-  EXPECT_NE(m.find("loopwatch_probe_requests_total{code=\"200\",endpoint=\"livez\"} 5\n"),
+  EXPECT_NE(m.find("loopwatch_probe_requests_total{code=\"200\",handler=\"livez\"} 5\n"),
             std::string::npos);
-  EXPECT_NE(m.find("loopwatch_probe_requests_total{code=\"503\",endpoint=\"livez\"} 1\n"),
+  EXPECT_NE(m.find("loopwatch_probe_requests_total{code=\"503\",handler=\"livez\"} 1\n"),
             std::string::npos);
-  EXPECT_NE(m.find("loopwatch_probe_requests_total{code=\"405\",endpoint=\"livez\"} 1\n"),
+  EXPECT_NE(m.find("loopwatch_probe_requests_total{code=\"405\",handler=\"livez\"} 1\n"),
             std::string::npos);
-  EXPECT_NE(m.find("loopwatch_probe_requests_total{code=\"200\",endpoint=\"readyz\"} 1\n"),
+  EXPECT_NE(m.find("loopwatch_probe_requests_total{code=\"200\",handler=\"readyz\"} 1\n"),
             std::string::npos);
-  EXPECT_NE(m.find("loopwatch_probe_requests_total{code=\"200\",endpoint=\"healthz\"} 1\n"),
+  EXPECT_NE(m.find("loopwatch_probe_requests_total{code=\"200\",handler=\"healthz\"} 1\n"),
             std::string::npos);
 }
 
@@ -987,11 +987,11 @@ TEST_F(HttpTest, FastPathRequestsAreCounted) {
   ASSERT_EQ(StatusOf(ReadResponse(fd, 3000, &rest)), 200);
   close(fd);
   std::string m = Get("/metrics")->body;
-  for (const char* line : {"loopwatch_probe_requests_total{code=\"200\",endpoint=\"livez\"} 7\n",
-                           "loopwatch_probe_requests_total{code=\"503\",endpoint=\"livez\"} 3\n",
-                           "loopwatch_probe_requests_total{code=\"200\",endpoint=\"readyz\"} 1\n",
-                           "loopwatch_probe_requests_total{code=\"200\",endpoint=\"startupz\"} 1\n",
-                           "loopwatch_probe_requests_total{code=\"200\",endpoint=\"healthz\"} 1\n"}) {
+  for (const char* line : {"loopwatch_probe_requests_total{code=\"200\",handler=\"livez\"} 7\n",
+                           "loopwatch_probe_requests_total{code=\"503\",handler=\"livez\"} 3\n",
+                           "loopwatch_probe_requests_total{code=\"200\",handler=\"readyz\"} 1\n",
+                           "loopwatch_probe_requests_total{code=\"200\",handler=\"startupz\"} 1\n",
+                           "loopwatch_probe_requests_total{code=\"200\",handler=\"healthz\"} 1\n"}) {
     EXPECT_NE(m.find(line), std::string::npos) << line << m;
   }
 }

@@ -344,15 +344,15 @@ TEST(Metrics, SidecarWideSeries) {
   EXPECT_EQ(e.Value("loopwatch_holds_total"), 1);
   EXPECT_EQ(e.Value("loopwatch_hold_active"), 1);
   EXPECT_NEAR(e.Value("loopwatch_hold_remaining_seconds"), 60, 1e-9);
-  EXPECT_EQ(e.Value("loopwatch_probe_requests_total", {{"endpoint", "livez"}, {"code", "200"}}),
+  EXPECT_EQ(e.Value("loopwatch_probe_requests_total", {{"handler", "livez"}, {"code", "200"}}),
             2);
-  EXPECT_EQ(e.Value("loopwatch_probe_requests_total", {{"endpoint", "livez"}, {"code", "503"}}),
+  EXPECT_EQ(e.Value("loopwatch_probe_requests_total", {{"handler", "livez"}, {"code", "503"}}),
             1);
-  EXPECT_EQ(e.Value("loopwatch_probe_requests_total", {{"endpoint", "readyz"}, {"code", "405"}}),
+  EXPECT_EQ(e.Value("loopwatch_probe_requests_total", {{"handler", "readyz"}, {"code", "405"}}),
             1);
   // Pre-created series are exported at zero.
   EXPECT_EQ(e.Value("loopwatch_probe_requests_total",
-                    {{"endpoint", "startupz"}, {"code", "503"}}),
+                    {{"handler", "startupz"}, {"code", "503"}}),
             0);
   auto status = e.Find("loopwatch_segment_status");
   ASSERT_EQ(status.size(), 7u);

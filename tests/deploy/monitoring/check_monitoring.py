@@ -183,9 +183,6 @@ def cmd_config(args):
     for label in ("namespace", "pod", "container", "node"):
         if label not in targets:
             problems.append("prometheus-scrape.yaml: sets no %s label" % label)
-    if "endpoint" in targets:
-        problems.append("prometheus-scrape.yaml: a target label endpoint would rename the "
-                        "sidecar's own endpoint label")
 
     pm = load_yaml(args.monitoring / "podmonitor.yaml")
     if pm.get("apiVersion") != "monitoring.coreos.com/v1" or pm.get("kind") != "PodMonitor":
@@ -212,9 +209,6 @@ def cmd_config(args):
                             "<namespace>/<name>, which the alerts do not match)" % JOB)
         if not any(r.get("targetLabel") == "node" for r in rl):
             problems.append("podmonitor.yaml: sets no node label")
-        if not any(r.get("action") == "labeldrop" and r.get("regex") == "endpoint" for r in rl):
-            problems.append("podmonitor.yaml: keeps the operator's endpoint label, which "
-                            "renames the sidecar's own endpoint label")
 
     rule = load_yaml(args.monitoring / "prometheusrule.yaml")
     down = [r for g in rule["spec"]["groups"] for r in g["rules"]

@@ -7,6 +7,8 @@ while the real asio app's loop is stalled and again after the stall ended."""
 import os
 import pathlib
 
+import yaml
+
 from sidecar_harness import metric
 
 import promql_uses
@@ -15,6 +17,15 @@ HERE = pathlib.Path(__file__).resolve().parent
 SOURCE_DIR = pathlib.Path(os.environ.get("LOOPWATCH_SOURCE_DIR") or HERE.parents[2])
 MONITORING = SOURCE_DIR / "deploy" / "monitoring"
 RULES = MONITORING / "prometheusrule.yaml"
+PODMONITOR = MONITORING / "podmonitor.yaml"
+SCRAPE = MONITORING / "prometheus-scrape.yaml"
+
+# What the Prometheus Operator sets on every target of a PodMonitor (or a
+# ServiceMonitor: service) besides the relabelings of its own spec, and what
+# Prometheus sets itself. A sample label of the same name is renamed to
+# exported_<name> (honor_labels: false), which breaks every query of it.
+OPERATOR_TARGET_LABELS = {"namespace", "pod", "container", "endpoint", "service", "job",
+                          "instance"}
 DASHBOARD = MONITORING / "grafana-dashboard.json"
 
 # The app's watchdog writes its report after 600 ms of silence (its 100 ms
@@ -49,12 +60,35 @@ def scrape_with_a_stall(world):
     return {**during, **after}
 
 
+def target_labels():
+    """Every label either way of scraping (deploy/monitoring) sets on a
+    target: the operator's own, the PodMonitor's relabelings and the plain
+    scrape config's."""
+    labels = set(OPERATOR_TARGET_LABELS)
+    pm = yaml.safe_load(PODMONITOR.read_text())
+    for ep in pm["spec"]["podMetricsEndpoints"]:
+        labels.update(r["targetLabel"] for r in ep.get("relabelings", []) if "targetLabel" in r)
+    for doc in yaml.safe_load_all(SCRAPE.read_text()):
+        for job in (doc or {}).get("scrape_configs", []) if isinstance(doc, dict) else []:
+            labels.update(r["target_label"] for r in job.get("relabel_configs", [])
+                          if "target_label" in r)
+    return labels
+
+
 def problems_text(problems):
     return "\n".join("  " + p for p in problems)
 
 
 def test_alerts_and_dashboard_use_real_metrics(world):
     index = promql_uses.sample_index(scrape_with_a_stall(world))
+
+    # No label of the sidecar's is renamed by the scrape: none is a target
+    # label of the operator's or of our relabelings.
+    targets = target_labels()
+    assert {"endpoint", "node", "job", "namespace"} <= targets, targets
+    clashes = sorted("%s{%s}" % (name, label) for name, labels in index.items()
+                     for label in labels & targets)
+    assert not clashes, "sample labels that the scrape renames to exported_*: %s" % clashes
 
     rule_uses = promql_uses.uses_of_rules(RULES)
     problems = promql_uses.check(rule_uses, index)
