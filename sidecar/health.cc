@@ -85,7 +85,7 @@ std::shared_ptr<const View> Health::Update(
     int64_t lateness_ns, std::vector<Event>* events) {
   polls_++;
   NotePause(now_ns, lateness_ns);
-  NoteSegmentStatus(status, segment_error, events);
+  NoteSegmentStatus(status, segment_error, now_ns, events);
   if (status == SegmentStatus::kOk) {
     for (const SlotSnapshot& s : slots) {
       if (!s.valid) continue;
@@ -101,7 +101,12 @@ std::shared_ptr<const View> Health::Update(
     }
   }
   prev_poll_ns_ = now_ns;
-  return Publish(status, segment_error, uint32_t(slots.size()), now_ns);
+  auto view = Publish(status, segment_error, uint32_t(slots.size()), now_ns);
+  if (view->loops_lost > 0 && !view->live.ok && !lost_logged_) {
+    lost_logged_ = true;
+    events->push_back({Event::Kind::kSegmentLost, {}, {}, view->live.reason});
+  }
+  return view;
 }
 
 std::string Health::AppText(std::string_view text) const {
@@ -128,7 +133,13 @@ int64_t Health::PauseOverlap(int64_t from_ns, int64_t to_ns) const {
 }
 
 void Health::NoteSegmentStatus(SegmentStatus status, const std::string& error,
-                               std::vector<Event>* events) {
+                               int64_t now_ns, std::vector<Event>* events) {
+  if (status == SegmentStatus::kOk) {
+    unreadable_since_ns_ = 0;
+    lost_logged_ = false;
+  } else if (unreadable_since_ns_ == 0) {
+    unreadable_since_ns_ = now_ns;
+  }
   if (status == last_status_ && !first_status_) return;
   if (status != SegmentStatus::kOk) {
     totals_.segment_errors_total++;
@@ -469,6 +480,15 @@ std::shared_ptr<const View> Health::Publish(SegmentStatus status,
     }
     for (auto& t : departed_) view->loops.push_back(t->view);
     if (beaten >= config_.expect_loops) started_ = true;
+    live_at_last_read_ = 0;
+    for (const LoopView& l : view->loops) {
+      if (l.beats > 0 && l.state != LoopState::kDead && l.state != LoopState::kGone) {
+        live_at_last_read_++;
+      }
+    }
+  } else {
+    view->unreadable_since_ns = unreadable_since_ns_;
+    view->loops_lost = live_at_last_read_;
   }
   view->started = started_;
   Judge(view.get());
@@ -495,7 +515,18 @@ void Health::Judge(View* v) const {
     // The reader's error quotes the file (its magic, its versions): the
     // verdicts, which the public port serves, say only what the status is.
     const std::string why = SegmentSummary(v->segment);
-    v->live = {true, "ok: liveness not judged: " + why};
+    const int64_t unreadable = v->taken_ns - v->unreadable_since_ns;
+    if (v->loops_lost > 0 && unreadable >= config_.stall_after.count()) {
+      // Loops were live and can no longer be seen: a stall of theirs would
+      // pass unseen. Failing makes the kubelet restart the app, which
+      // creates the segment again (docs/kubernetes.md, LoopwatchSegmentLost).
+      v->live = {false, why + " for " + HumanDuration(unreadable) + " after " +
+                            std::to_string(v->loops_lost) +
+                            (v->loops_lost == 1 ? " loop was" : " loops were") +
+                            " live: they cannot be watched"};
+    } else {
+      v->live = {true, "ok: liveness not judged: " + why};
+    }
     v->ready = {false, why};
     v->startup = v->started ? Verdict{true, "ok: started"} : Verdict{false, why};
     return;

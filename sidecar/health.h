@@ -43,7 +43,7 @@ class Health {
   struct Track;
   // The phases of Update(), in order (health.cc).
   void NotePause(int64_t now_ns, int64_t lateness_ns);
-  void NoteSegmentStatus(SegmentStatus status, const std::string& error,
+  void NoteSegmentStatus(SegmentStatus status, const std::string& error, int64_t now_ns,
                          std::vector<Event>* events);
   // The track of an active slot (new if the loop just appeared); departs
   // the old one if the slot closed or changed hands. Null if not active.
@@ -87,6 +87,9 @@ class Health {
   bool started_ = false;
   SegmentStatus last_status_ = SegmentStatus::kOk;
   bool first_status_ = true;
+  int64_t unreadable_since_ns_ = 0;  // 0 while readable
+  uint32_t live_at_last_read_ = 0;   // loops beating at the last readable poll
+  bool lost_logged_ = false;
   int64_t prev_poll_ns_ = -1;
   // The last pause of the sidecar itself (a late poll): [end - len, end].
   int64_t pause_end_ns_ = 0;

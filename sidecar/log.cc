@@ -225,6 +225,9 @@ void EventLog::Events(const std::vector<Event>& events) {
       case Event::Kind::kSegmentOk:
         Info(LogLine("segment readable"));
         break;
+      case Event::Kind::kSegmentLost:
+        Error(LogLine("segment lost: /livez fails").Str("reason", e.message));
+        break;
     }
   }
 }

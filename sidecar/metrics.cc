@@ -605,6 +605,14 @@ std::vector<MetricFamily> SidecarMetrics::SidecarWide(const View& view, const Ho
   scalar("loopwatch_segment_errors_total",
          "Times the segment became unreadable (missing, corrupt, ...).",
          MetricType::Counter, double(view.segment_errors_total));
+  scalar("loopwatch_segment_unreadable_seconds",
+         "How long the segment has been unreadable; 0 while it is readable.",
+         MetricType::Gauge,
+         view.unreadable_since_ns > 0 ? Seconds(view.taken_ns - view.unreadable_since_ns) : 0);
+  scalar("loopwatch_segment_loops_lost",
+         "Loops that were live when the segment was last read, while it is unreadable "
+         "(after stall_after, /livez fails); 0 while it is readable.",
+         MetricType::Gauge, double(view.loops_lost));
   {
     auto f = NewFamily("loopwatch_segment_status",
                     "The segment's status, one-hot.", MetricType::Gauge);

@@ -125,6 +125,11 @@ struct View {
   uint64_t deaths_total = 0;
   uint64_t reports_suppressed_total = 0;
   uint64_t segment_errors_total = 0;
+  // Since when the segment has been unreadable (0: readable), and how many
+  // loops were live when it was last read: loops the sidecar can no longer
+  // see. Past stall_after, that fails liveness (Health::Judge).
+  int64_t unreadable_since_ns = 0;
+  uint32_t loops_lost = 0;
   int64_t last_poll_lateness_ns = 0;
   std::vector<StallRecord> recent_stalls;  // newest last, bounded
   std::array<StallDurationHistogram, kStallClasses> stall_duration{};
@@ -147,6 +152,7 @@ struct Event {
     kLoopGone,
     kSegmentProblem,  // status changed to something other than ok
     kSegmentOk,
+    kSegmentLost,     // unreadable for stall_after after loops were live
   };
   Kind kind;
   LoopView loop;       // as of this poll (empty for segment events)

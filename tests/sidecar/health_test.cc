@@ -53,6 +53,7 @@ const char* KindName(Event::Kind k) {
     case Event::Kind::kLoopGone: return "gone";
     case Event::Kind::kSegmentProblem: return "segment_problem";
     case Event::Kind::kSegmentOk: return "segment_ok";
+    case Event::Kind::kSegmentLost: return "segment_lost";
   }
   return "?";
 }
@@ -1329,6 +1330,94 @@ TEST_F(HealthTest, SegmentProblemsAreAClearStateOnEveryVerdict) {
   EXPECT_THAT(view->ready.reason, HasSubstr("corrupt"));
   EXPECT_TRUE(view->live.ok);
   EXPECT_TRUE(view->loops.empty());
+}
+
+// Loops were live, then the segment became unreadable (deleted, replaced by
+// something that is not a segment, truncated): their stalls would pass
+// unseen. Past stall_after, liveness fails, once logged; readable again,
+// all is as before.
+TEST_F(HealthTest, SegmentUnreadableAfterLoopsWereLiveFailsLivenessAfterStallAfter) {
+  Open(0, "w0");
+  Open(1, "w1");
+  Warm();
+  ASSERT_TRUE(view->live.ok);
+  status = SegmentStatus::kMissing;
+  segment_error = "segment /run/loopwatch/segment: No such file or directory";
+  Poll();
+  EXPECT_TRUE(view->live.ok);
+  EXPECT_THAT(view->live.reason, HasSubstr("liveness not judged"));
+  EXPECT_EQ(view->loops_lost, 2u);
+  EXPECT_EQ(view->unreadable_since_ns, now);
+  const int64_t since = now;
+
+  now += cfg.stall_after.count() - poll();
+  Poll();
+  EXPECT_TRUE(view->live.ok) << view->live.reason;
+  EXPECT_EQ(CountNow(Event::Kind::kSegmentLost), 0);
+  now += poll();
+  Poll();
+  EXPECT_FALSE(view->live.ok);
+  EXPECT_EQ(view->live.reason,
+            "segment missing (the app has not created it yet) for 5.0s after 2 loops were "
+            "live: they cannot be watched");
+  EXPECT_EQ(CountNow(Event::Kind::kSegmentLost), 1);
+  EXPECT_EQ(Last(Event::Kind::kSegmentLost).message, view->live.reason);
+  EXPECT_FALSE(view->ready.ok);
+  EXPECT_EQ(view->unreadable_since_ns, since);
+  for (int k = 0; k < 20; k++) {
+    now += poll();
+    Poll();
+  }
+  EXPECT_FALSE(view->live.ok);
+  EXPECT_EQ(Count(Event::Kind::kSegmentLost), 1);  // logged once
+
+  // Another kind of unreadable keeps the clock running.
+  status = SegmentStatus::kCorrupt;
+  now += poll();
+  Poll();
+  EXPECT_FALSE(view->live.ok);
+  EXPECT_THAT(view->live.reason, HasSubstr("segment corrupt (corrupt) for 7.1s after 2 loops"));
+
+  // The app created the segment again and its loops came back.
+  status = SegmentStatus::kOk;
+  segment_error.clear();
+  Open(0, "w0");
+  Open(1, "w1");
+  Steps(3);
+  EXPECT_TRUE(view->live.ok) << view->live.reason;
+  EXPECT_EQ(view->loops_lost, 0u);
+  EXPECT_EQ(view->unreadable_since_ns, 0);
+
+  // Lost again: failing again after stall_after, and logged again.
+  status = SegmentStatus::kMissing;
+  for (int k = 0; k <= int(cfg.stall_after.count() / poll()); k++) {
+    now += poll();
+    Poll();
+  }
+  EXPECT_FALSE(view->live.ok);
+  EXPECT_EQ(Count(Event::Kind::kSegmentLost), 2);
+}
+
+TEST_F(HealthTest, SegmentNeverReadWithLiveLoopsIsNeverALivenessFailure) {
+  status = SegmentStatus::kMissing;
+  for (int k = 0; k < 20 * int(cfg.stall_after.count() / poll()); k++) {
+    now += poll();
+    Poll();
+  }
+  EXPECT_TRUE(view->live.ok);
+  EXPECT_EQ(view->loops_lost, 0u);
+  // Loops that never beat were not live either.
+  status = SegmentStatus::kOk;
+  Open(0, "w0");
+  sims[0].beating = false;
+  Poll();
+  status = SegmentStatus::kMissing;
+  for (int k = 0; k < 3 * int(cfg.stall_after.count() / poll()); k++) {
+    now += poll();
+    Poll();
+  }
+  EXPECT_TRUE(view->live.ok) << view->live.reason;
+  EXPECT_EQ(Count(Event::Kind::kSegmentLost), 0);
 }
 
 TEST_F(HealthTest, HealthySegmentAtStartIsNoEvent) {

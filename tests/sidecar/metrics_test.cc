@@ -238,6 +238,8 @@ TEST(Metrics, EveryFamilyHasHelpAndType) {
       {"loopwatch_hold_active", "gauge"},
       {"loopwatch_hold_remaining_seconds", "gauge"},
       {"loopwatch_segment_errors_total", "counter"},
+      {"loopwatch_segment_unreadable_seconds", "gauge"},
+      {"loopwatch_segment_loops_lost", "gauge"},
       {"loopwatch_segment_status", "gauge"},
       {"loopwatch_loops", "gauge"},
       {"loopwatch_build_info", "gauge"},
@@ -314,6 +316,20 @@ TEST(Metrics, LagHistogramIsCumulativeInSecondsAndEndsWithInfEqualToCount) {
   EXPECT_EQ(empty[0]->value, "0");
 }
 
+TEST(Metrics, UnreadableSegmentSaysForHowLongAndHowManyLoopsWereLost) {
+  SidecarMetrics m;
+  Hold hold;
+  View v;
+  v.taken_ns = kT0;
+  v.segment = SegmentStatus::kMissing;
+  v.unreadable_since_ns = kT0 - 6500 * kMs;
+  v.loops_lost = 2;
+  Exposition e = Parse(m.Render(v, hold, kT0));
+  EXPECT_NEAR(e.Value("loopwatch_segment_unreadable_seconds"), 6.5, 1e-9);
+  EXPECT_EQ(e.Value("loopwatch_segment_loops_lost"), 2);
+  EXPECT_EQ(e.Value("loopwatch_segment_status", {{"status", "missing"}}), 1);
+}
+
 TEST(Metrics, SidecarWideSeries) {
   SidecarMetrics m;
   Hold hold;
@@ -340,6 +356,8 @@ TEST(Metrics, SidecarWideSeries) {
   EXPECT_EQ(e.Value("loopwatch_loop_deaths_total"), 3);
   EXPECT_EQ(e.Value("loopwatch_reports_suppressed_total"), 9);
   EXPECT_EQ(e.Value("loopwatch_segment_errors_total"), 2);
+  EXPECT_EQ(e.Value("loopwatch_segment_unreadable_seconds"), 0);
+  EXPECT_EQ(e.Value("loopwatch_segment_loops_lost"), 0);
   EXPECT_NEAR(e.Value("loopwatch_poll_lateness_seconds"), 0.003, 1e-12);
   EXPECT_EQ(e.Value("loopwatch_holds_total"), 1);
   EXPECT_EQ(e.Value("loopwatch_hold_active"), 1);
@@ -750,7 +768,7 @@ TEST(Metrics, RendersTwoHundredFiftySixLoopsQuickly) {
   Exposition e = Parse(text);
   EXPECT_EQ(e.Find("loopwatch_loop_up").size(), 256u);
   EXPECT_EQ(e.Find("loopwatch_loop_lag_seconds_bucket").size(), 256u * LW_LAG_BUCKETS);
-  EXPECT_EQ(e.samples.size(), 256u * 34 + 105);  // as the benchmark counts
+  EXPECT_EQ(e.samples.size(), 256u * 34 + 107);  // as the benchmark counts
   // Generous: unit tests share the machine; the benchmark measures for real.
   if (!kSanitized) {
     EXPECT_LT(p50, 25.0);

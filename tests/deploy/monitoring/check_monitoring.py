@@ -44,7 +44,7 @@ JOB = "loopwatch"
 POD_LABEL = ("loopwatch.io/sidecar", "true")
 PORT_NAME = "loopwatch"
 ALERTS = ["LoopwatchLoopStalled", "LoopwatchLoopDead", "LoopwatchStallsTooFrequent",
-          "LoopwatchLoopLagHigh", "LoopwatchSidecarDown"]
+          "LoopwatchLoopLagHigh", "LoopwatchSegmentLost", "LoopwatchSidecarDown"]
 PER_LOOP = {"LoopwatchLoopStalled", "LoopwatchLoopDead", "LoopwatchLoopLagHigh"}
 SEVERITIES = {"critical", "warning", "info"}
 
