@@ -21,7 +21,7 @@ def core_version():
 
 
 # The C core: the same files as libloopwatch (lib/CMakeLists.txt).
-CORE_SOURCES = ["loopwatch.c", "parse_duration.c", "redact_query.c", "segment.c", "syscall_names.c", "watchdog.c"]
+CORE_SOURCES = ["attach.c", "loopwatch.c", "parse_duration.c", "redact_query.c", "segment.c", "syscall_names.c", "watchdog.c"]
 
 
 def rel(*parts):

@@ -1,9 +1,10 @@
 /* SPDX-License-Identifier: Apache-2.0 */
 /*
  * libloopwatch: the public API (loopwatch.h), the writer side of the slots
- * (see lib/FORMAT.md) and the process-wide state. The watchdog thread and
- * its stall reports are in watchdog.c, the segment file in segment.c. Links
- * only libc and pthreads.
+ * (see lib/FORMAT.md) and the process-wide state. The segment as this
+ * process holds it is in attach.c, the watchdog thread and its stall reports
+ * in watchdog.c, the segment file in segment.c. Links only libc and
+ * pthreads.
  *
  * Process-wide state lives in lw_proc and is guarded by lw_proc.mu: the
  * segment mapping, the list of open loops, the slots this process owns, the
@@ -71,116 +72,6 @@ static int env_report_after(uint64_t *out) {
   return 0;
 }
 
-static int env_slots(uint32_t *out) {
-  const char *s = getenv("LOOPWATCH_SLOTS");
-  if (!s || !*s) {
-    *out = LW_SEG_DEFAULT_SLOTS;
-    return 0;
-  }
-  char *end = NULL;
-  errno = 0;
-  unsigned long v = strtoul(s, &end, 10);
-  if (errno || *end || v < 1 || v > LW_SEG_MAX_SLOTS) {
-    lw_internal_set_error("LOOPWATCH_SLOTS=\"%s\": expected a whole number from 1 to %u",
-              s, LW_SEG_MAX_SLOTS);
-    return -EINVAL;
-  }
-  *out = (uint32_t)v;
-  return 0;
-}
-
-/* ---- segment ---------------------------------------------------------- */
-
-/* Maps the segment named by LOOPWATCH_SEGMENT. Called with lw_proc.mu held. */
-static int segment_attach(void) {
-  if (lw_proc.base) return 0;
-  const char *path = getenv("LOOPWATCH_SEGMENT");
-  if (!path || !*path) return -ENOENT;
-  if (strlen(path) >= sizeof lw_proc.path) {
-    lw_internal_set_error("LOOPWATCH_SEGMENT is longer than %zu bytes", sizeof lw_proc.path - 1);
-    return -ENAMETOOLONG;
-  }
-  uint32_t want_slots;
-  int rc = env_slots(&want_slots);
-  if (rc) return rc;
-  struct lw_seg_map m;
-  rc = lw_internal_segment_open(path, want_slots, &m);
-  if (rc) return rc;
-  lw_proc.fd = m.fd;
-  lw_proc.base = m.base;
-  lw_proc.map_size = m.size;
-  lw_proc.slot_count = m.slot_count;
-  memset(lw_proc.owned, 0, sizeof lw_proc.owned);
-  snprintf(lw_proc.path, sizeof lw_proc.path, "%s", path);
-  return 0;
-}
-
-static lw_seg_slot_t *slot_at(uint32_t i) {
-  return (lw_seg_slot_t *)(void *)(lw_proc.base + LW_SEG_HEADER_SIZE +
-                                   (size_t)i * LW_SEG_SLOT_SIZE);
-}
-
-/* Takes a slot nobody alive owns: free or closed ones first, so that the
- * sidecar keeps seeing dead owners for as long as there is room. The file
- * lock is the ownership; the state word is only for readers. */
-static int claim_slot(void) {
-  for (int pass = 0; pass < 2; pass++) {
-    for (uint32_t i = 0; i < lw_proc.slot_count; i++) {
-      if (lw_proc.owned[i]) continue;
-      uint32_t state = __atomic_load_n(&slot_at(i)->state, __ATOMIC_RELAXED);
-      if (pass == 0 && state == LW_SLOT_ACTIVE) continue;
-      if (lw_internal_lock_byte(lw_proc.fd, LW_SEG_LOCK_BASE + i, F_WRLCK) == 0) {
-        lw_proc.owned[i] = 1;
-        return (int)i;
-      }
-    }
-  }
-  return -ENOSPC;
-}
-
-/* Claims the slot for `l`: the identity under the generation, then each
- * seqlocked group reset under its own sequence word. */
-static void fill_slot(lw_loop_t *l, const char *name, const char *kind) {
-  lw_seg_slot_t *s = l->slot;
-  uint32_t odd = lw_generation_claim_begin(&s->generation);
-  /* Everything after the generation word, except the seqlock words, which
-   * only ever grow (a reader that saw them must never see them go back). */
-  lw_store32(&s->pid, (uint32_t)l->pid);
-  lw_store32(&s->tid, (uint32_t)l->tid);
-  lw_store64(&s->claim_token, lw_internal_random_u64());
-  lw_store64(&s->opened_ns, l->opened_ns);
-  lw_store64(&s->interval_ns, l->interval_ns);
-  lw_store64(&s->report_after_ns, l->report_after_ns);
-  lw_store_field(s->name, name, sizeof s->name);
-  lw_store_field(s->kind, kind, sizeof s->kind);
-
-  l->beat_seq = lw_seqlock_adopt(&s->beat_seq);
-  lw_seqlock_write_begin(&s->beat_seq, l->beat_seq);
-  lw_zero_words(&s->beat_count, offsetof(lw_seg_slot_t, ready) -
-                                    offsetof(lw_seg_slot_t, beat_count));
-  l->beat_seq = lw_seqlock_write_end(&s->beat_seq, l->beat_seq);
-
-  lw_store32(&s->ready, 1);
-  lw_store32(&s->reserved2, 0);
-  l->activity_seq = lw_seqlock_adopt(&s->activity_seq);
-  lw_seqlock_write_begin(&s->activity_seq, l->activity_seq);
-  lw_store_field(s->activity, "", sizeof s->activity);
-  l->activity_seq = lw_seqlock_write_end(&s->activity_seq, l->activity_seq);
-  lw_zero_words(s->reserved3, sizeof s->reserved3);
-
-  l->report_seq = lw_seqlock_adopt(&s->report_seq);
-  lw_seqlock_write_begin(&s->report_seq, l->report_seq);
-  lw_zero_words(&s->stall_count, offsetof(lw_seg_slot_t, syscall_name) -
-                                     offsetof(lw_seg_slot_t, stall_count));
-  lw_store32((uint32_t *)&s->syscall_nr, (uint32_t)-1);
-  lw_zero_words(s->syscall_name, LW_SEG_SLOT_SIZE -
-                                     offsetof(lw_seg_slot_t, syscall_name));
-  l->report_seq = lw_seqlock_write_end(&s->report_seq, l->report_seq);
-
-  lw_store32(&s->state, LW_SLOT_ACTIVE);
-  lw_generation_claim_end(&s->generation, odd);
-}
-
 /* ---- fork ------------------------------------------------------------- */
 
 static void atfork_prepare(void) { pthread_mutex_lock(&lw_proc.mu); }
@@ -194,6 +85,7 @@ static void atfork_parent(void) { pthread_mutex_unlock(&lw_proc.mu); }
 static void atfork_child(void) {
   for (lw_loop_t *l = lw_proc.loops; l; l = l->next) {
     l->slot = NULL;
+    l->next_slot = NULL;
     l->orphan = 1;
     l->wd_busy = 0;
   }
@@ -201,8 +93,9 @@ static void atfork_child(void) {
   lw_proc.nloops = 0;
   lw_proc.wd_running = 0;
   lw_proc.wd_epoch++;
-  if (lw_proc.base) munmap(lw_proc.base, lw_proc.map_size);
+  lw_internal_forget_mappings(); /* the current one among them */
   if (lw_proc.fd >= 0) close(lw_proc.fd);
+  lw_proc.lost = 0;
   lw_proc.base = NULL;
   lw_proc.map_size = 0;
   lw_proc.fd = -1;
@@ -307,8 +200,8 @@ int lw_loop_open_ex(const lw_loop_options_t *opt, lw_loop_t **out) {
   if (!l) return -ENOMEM;
   pthread_mutex_lock(&lw_proc.mu);
   int rc = ensure_init();
-  if (rc == 0) rc = segment_attach();
-  int idx = rc == 0 ? claim_slot() : rc;
+  if (rc == 0) rc = lw_internal_attach();
+  int idx = rc == 0 ? lw_internal_claim_slot() : rc;
   if (idx < 0) {
     if (idx == -ENOSPC) {
       lw_internal_set_error("all %u slots of segment %s are in use by live loops; "
@@ -319,7 +212,10 @@ int lw_loop_open_ex(const lw_loop_options_t *opt, lw_loop_t **out) {
     return idx;
   }
   l->index = idx;
-  l->slot = slot_at((uint32_t)idx);
+  l->epoch = lw_proc.epoch;
+  l->slot = lw_internal_slot_at((uint32_t)idx);
+  snprintf(l->name, sizeof l->name, "%s", opt->name);
+  snprintf(l->kind, sizeof l->kind, "%s", kind);
   l->interval_ns = opt->interval_ns;
   l->report_after_ns = report_after;
   l->pid = getpid();
@@ -327,7 +223,7 @@ int lw_loop_open_ex(const lw_loop_options_t *opt, lw_loop_t **out) {
   l->opened_ns = lw_now_ns();
   l->wd_seen_wall_ns = l->opened_ns;
   l->wd_seen_cpu_ns = lw_internal_thread_cpu_ns(l->tid);
-  fill_slot(l, opt->name, kind);
+  lw_internal_fill_slot(l, l->slot, NULL, &l->beat_seq, &l->activity_seq);
   l->next = lw_proc.loops;
   lw_proc.loops = l;
   lw_proc.nloops++;
@@ -359,9 +255,13 @@ int lw_loop_close(lw_loop_t *l) {
   while (l->wd_busy) pthread_cond_wait(&lw_proc.cond, &lw_proc.mu);
   if (l->slot) {
     if (l->stall_open) lw_internal_report_close(l, lw_now_ns());
-    __atomic_store_n(&l->slot->state, LW_SLOT_CLOSED, __ATOMIC_RELEASE);
-    (void)lw_internal_lock_byte(lw_proc.fd, LW_SEG_LOCK_BASE + (uint64_t)l->index, F_UNLCK);
-    lw_proc.owned[l->index] = 0;
+    /* The slot in the current segment, if it has one (a loop the last
+     * re-attach found no room for still beats into an old mapping). */
+    if (l->epoch == lw_proc.epoch) {
+      __atomic_store_n(&lw_internal_target(l)->state, LW_SLOT_CLOSED, __ATOMIC_RELEASE);
+      (void)lw_internal_lock_byte(lw_proc.fd, LW_SEG_LOCK_BASE + (uint64_t)l->index, F_UNLCK);
+      lw_proc.owned[l->index] = 0;
+    }
   }
   pthread_t join = 0;
   int do_join = 0;
@@ -383,10 +283,9 @@ static inline unsigned lag_bucket(uint64_t lag) {
   return b;
 }
 
-int lw_beat_at(lw_loop_t *l, uint64_t now) {
-  if (!l) return 0;
-  lw_seg_slot_t *s = l->slot;
-  if (!s) return 0;
+/* The beat itself, into slot `s`. */
+static inline __attribute__((always_inline)) int beat_into(lw_loop_t *l, lw_seg_slot_t *s,
+                                                         uint64_t now) {
   const uint64_t seq = l->beat_seq; /* kept in a register across the stores */
   lw_seqlock_write_begin(&s->beat_seq, seq);
   if (l->beat_count) {
@@ -409,6 +308,24 @@ int lw_beat_at(lw_loop_t *l, uint64_t now) {
   return 0;
 }
 
+/* The rare path, out of line so that the common one saves no register for
+ * it: the segment was replaced, so move to the slot the watchdog made, then
+ * beat there. */
+static __attribute__((noinline, cold)) int adopt_and_beat(lw_loop_t *l, uint64_t now) {
+  lw_internal_adopt(l);
+  return beat_into(l, l->slot, now);
+}
+
+int lw_beat_at(lw_loop_t *l, uint64_t now) {
+  if (!l) return 0;
+  lw_seg_slot_t *s = l->slot;
+  if (!s) return 0;
+  if (__builtin_expect(__atomic_load_n(&l->next_slot, __ATOMIC_RELAXED) != NULL, 0)) {
+    return adopt_and_beat(l, now); /* a tail call */
+  }
+  return beat_into(l, s, now);
+}
+
 int lw_beat(lw_loop_t *l) {
   if (!l || !l->slot) return 0;
   return lw_beat_at(l, lw_now_ns());
@@ -416,7 +333,10 @@ int lw_beat(lw_loop_t *l) {
 
 int lw_set_ready(lw_loop_t *l, int ready) {
   if (!l || !l->slot) return 0;
-  __atomic_store_n(&l->slot->ready, ready ? 1u : 0u, __ATOMIC_RELEASE);
+  __atomic_store_n(&__atomic_load_n(&l->slot, __ATOMIC_ACQUIRE)->ready, ready ? 1u : 0u,
+                   __ATOMIC_RELEASE);
+  lw_seg_slot_t *next = __atomic_load_n(&l->next_slot, __ATOMIC_ACQUIRE);
+  if (next) __atomic_store_n(&next->ready, ready ? 1u : 0u, __ATOMIC_RELEASE);
   return 0;
 }
 

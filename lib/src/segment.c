@@ -156,9 +156,10 @@ static int init_new(int fd, const char *path, uint32_t slots, mode_t mode, uint8
 /* Creates the segment at `path` complete or not at all: a file made in the
  * same directory without a name (O_TMPFILE; else a name of its own), fully
  * initialised, then linked to `path`, which fails if someone else's is
- * there by then. 0 when ours is in place; -EEXIST when another was first;
- * another -errno on failure (with lw_last_error()). */
-static int create_complete(const char *path, uint32_t slots) {
+ * there by then, or with `replace`, renamed over whatever is there. 0 when
+ * ours is in place; -EEXIST when another was first; another -errno on
+ * failure (with lw_last_error()). */
+static int create_complete(const char *path, uint32_t slots, int replace) {
   char dir[4096], tmp[4200];
   dir_of(path, dir, sizeof dir);
   const mode_t mode = creation_mode(dir);
@@ -177,7 +178,18 @@ static int create_complete(const char *path, uint32_t slots) {
   }
   uint8_t *base = MAP_FAILED;
   int rc = init_new(fd, path, slots, mode, &base);
-  if (rc == 0) {
+  if (rc == 0 && replace) {
+    if (!named) { /* a name to rename from */
+      char self[64];
+      snprintf(self, sizeof self, "/proc/self/fd/%d", fd);
+      snprintf(tmp, sizeof tmp, "%s.new-%d-%08x", path, (int)getpid(),
+               (unsigned)lw_internal_random_u64());
+      named = linkat(AT_FDCWD, self, AT_FDCWD, tmp, AT_SYMLINK_FOLLOW) == 0;
+      if (!named) rc = -errno;
+    }
+    if (rc == 0) rc = rename(tmp, path) == 0 ? 0 : -errno;
+    if (rc != 0) lw_internal_set_error("cannot replace segment %s: %s", path, strerror(-rc));
+  } else if (rc == 0) {
     if (named) {
       rc = link(tmp, path) == 0 ? 0 : -errno;
     } else {
@@ -210,7 +222,7 @@ int lw_internal_segment_open(const char *path, uint32_t want_slots,
   const int flags = O_RDWR | O_CLOEXEC | O_NOFOLLOW | O_NONBLOCK;
   int fd = open(path, flags);
   if (fd < 0 && errno == ENOENT) {
-    rc = create_complete(path, want_slots);
+    rc = create_complete(path, want_slots, 0);
     if (rc != 0 && rc != -EEXIST) return rc;
     fd = open(path, flags);
   }
@@ -301,4 +313,8 @@ fail:
   if (base != MAP_FAILED) munmap(base, size);
   close(fd); /* also drops the init lock */
   return rc;
+}
+
+int lw_internal_segment_replace(const char *path, uint32_t slots) {
+  return create_complete(path, slots, 1);
 }

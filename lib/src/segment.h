@@ -28,6 +28,11 @@ struct lw_seg_map {
 int lw_internal_segment_open(const char *path, uint32_t want_slots,
                              struct lw_seg_map *out);
 
+/* Puts a new segment of `slots` slots at `path`, complete, in place of the
+ * file there (rename): for a segment of this process's cut short under it.
+ * 0 or -errno (with lw_last_error()). */
+int lw_internal_segment_replace(const char *path, uint32_t slots);
+
 /* Takes (F_WRLCK) or drops (F_UNLCK) the OFD lock on one byte of the file,
  * without waiting: 0 or -errno (-EAGAIN: another description holds it). */
 int lw_internal_lock_byte(int fd, uint64_t byte, short type);

@@ -109,16 +109,17 @@ static void copy_activity_field(void *ctx, uint64_t seq) {
   lw_load_field(a->out, a->slot->activity, LW_ACTIVITY_SIZE);
 }
 
-static void read_activity(const lw_loop_t *l, char out[LW_ACTIVITY_SIZE]) {
-  struct activity_read a = {l->slot, out};
-  if (!lw_seqlock_read(&l->slot->activity_seq, copy_activity_field, &a)) {
+static void read_activity(lw_loop_t *l, char out[LW_ACTIVITY_SIZE]) {
+  const lw_seg_slot_t *s = lw_internal_target(l);
+  struct activity_read a = {s, out};
+  if (!lw_seqlock_read(&s->activity_seq, copy_activity_field, &a)) {
     out[0] = '\0';
   }
 }
 
 /* Writes the measured part of an open report: class, syscall, CPU. */
 static void report_measure(lw_loop_t *l, uint64_t now, int opening) {
-  lw_seg_slot_t *s = l->slot;
+  lw_seg_slot_t *s = lw_internal_target(l);
   struct thread_probe p;
   probe_thread(l->tid, &p);
   int64_t cpu = lw_internal_thread_cpu_ns(l->tid);
@@ -181,7 +182,7 @@ static void report_measure(lw_loop_t *l, uint64_t now, int opening) {
 }
 
 static void report_text(lw_loop_t *l, const char *text, size_t len) {
-  lw_seg_slot_t *s = l->slot;
+  lw_seg_slot_t *s = lw_internal_target(l);
   if (len > LW_REPORT_TEXT_SIZE - 1) len = LW_REPORT_TEXT_SIZE - 1;
   lw_seqlock_write_begin(&s->report_seq, l->report_seq);
   for (size_t off = 0; off < LW_REPORT_TEXT_SIZE; off += 8) {
@@ -194,7 +195,7 @@ static void report_text(lw_loop_t *l, const char *text, size_t len) {
 }
 
 void lw_internal_report_close(lw_loop_t *l, uint64_t end_ns) {
-  lw_seg_slot_t *s = l->slot;
+  lw_seg_slot_t *s = lw_internal_target(l);
   lw_seqlock_write_begin(&s->report_seq, l->report_seq);
   lw_store64(&s->stall_end_ns, end_ns);
   lw_store32(&s->report_state, LW_REPORT_CLOSED);
@@ -209,7 +210,7 @@ int lw_report_gil_wait(lw_loop_t *loop) {
   int rc = -EINVAL;
   if (loop->slot && loop->stall_open) {
     loop->gil_wait = 1;
-    lw_seg_slot_t *s = loop->slot;
+    lw_seg_slot_t *s = lw_internal_target(loop);
     if (loop->wd_class == LW_CLASS_BLOCKED) {
       loop->wd_class = LW_CLASS_GIL;
       lw_seqlock_write_begin(&s->report_seq, loop->report_seq);
@@ -237,12 +238,14 @@ static void copy_beat(void *ctx, uint64_t seq) {
 /* One look at one loop; returns 1 if a new report wants the hook's text.
  * With lw_proc.mu held. */
 static int watch_one(lw_loop_t *l, uint64_t now) {
-  struct beat_read b = {l->slot, 0, 0};
+  const lw_seg_slot_t *s = lw_internal_target(l);
+  struct beat_read b = {s, 0, 0};
   /* Never consistent: the loop is beating right now, so not stalled. */
-  if (!lw_seqlock_read(&l->slot->beat_seq, copy_beat, &b)) return 0;
+  if (!lw_seqlock_read(&s->beat_seq, copy_beat, &b)) return 0;
   if (b.count != l->wd_seen_count) {
     if (l->stall_open) lw_internal_report_close(l, b.last);
     l->wd_seen_count = b.count;
+    l->wd_seen_last_ns = b.last;
     l->wd_seen_wall_ns = now;
     l->wd_seen_cpu_ns = lw_internal_thread_cpu_ns(l->tid);
     l->wd_delay_taken = 0;
@@ -273,6 +276,7 @@ static void *watchdog_main(void *arg) {
   pthread_mutex_lock(&lw_proc.mu);
   while (lw_proc.wd_running && lw_proc.wd_epoch == epoch) {
     uint64_t now = lw_now_ns();
+    lw_internal_segment_check(now);
     uint64_t tick = LW_MAX_TICK_NS;
     lw_loop_t *pending[LW_MAX_HOOKS_PER_LOOK];
     int npending = 0;
@@ -311,10 +315,19 @@ static void *watchdog_main(void *arg) {
   return NULL;
 }
 
+void lw_internal_app_signals(sigset_t *set) {
+  /* Every signal but those a fault raises in the faulting thread: blocked,
+   * those would kill the process whatever its handlers (the SIGBUS guard's
+   * among them, for a segment cut short under the watchdog's reads). */
+  static const int faults[] = {SIGBUS, SIGSEGV, SIGFPE, SIGILL, SIGTRAP, SIGSYS};
+  sigfillset(set);
+  for (size_t i = 0; i < sizeof faults / sizeof faults[0]; i++) sigdelset(set, faults[i]);
+}
+
 int lw_internal_watchdog_start(void) {
   if (lw_proc.wd_running) return 0;
   sigset_t all, old;
-  sigfillset(&all);
+  lw_internal_app_signals(&all);
   pthread_sigmask(SIG_SETMASK, &all, &old); /* app signals never land here */
   lw_proc.wd_running = 1;
   lw_proc.wd_epoch++;

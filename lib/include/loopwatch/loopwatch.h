@@ -21,15 +21,24 @@
  *     library is disabled: lw_loop_open() stores NULL in *out and returns 0, so
  *     every later call is a cheap no-op. Callers never test for the sidecar.
  *     (Invalid arguments are still refused, so that a bug shows up before
- *     the app meets a sidecar.) A process uses the segment named when it
- *     opened its first loop, for its whole life; a forked child may name
- *     another.
+ *     the app meets a sidecar.) A process uses the path named when it opened
+ *     its first loop, for its whole life; a forked child may name another.
+ *     If the file at that path is deleted, replaced or truncated, the
+ *     watchdog notices within a second and moves every loop to a slot in the
+ *     file now there (creating it if need be); a file that is not a segment
+ *     is left alone, and tried again twice a second. To survive truncation,
+ *     the library installs a SIGBUS handler with the first loop: a fault in a
+ *     segment mapping is turned into anonymous memory, any other SIGBUS goes
+ *     to the handler that was there before (or the default action). An app
+ *     that installs its own SIGBUS handler later, without chaining to the
+ *     previous one, loses that protection, not its own handling.
  *  5. Thread safety: lw_loop_open() and lw_loop_close() are thread-safe. The
  *     per-loop calls (lw_beat, lw_beat_at, lw_set_ready, lw_set_activity) must
  *     be made by one thread at a time for a given loop, normally the loop's
  *     own thread; different loops may be driven concurrently. lw_beat() and
  *     lw_beat_at() are wait-free: no lock, no allocation, no system call
- *     (lw_beat reads CLOCK_MONOTONIC, a vDSO call on Linux).
+ *     (lw_beat reads CLOCK_MONOTONIC, a vDSO call on Linux). The library's
+ *     own threads block every signal but those of faults.
  *  6. After fork(), handles inherited by the child are inert: the child never
  *     writes into its parent's slots. The child opens loops of its own.
  *  7. Times are CLOCK_MONOTONIC nanoseconds; every duration's unit is in its

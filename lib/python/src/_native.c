@@ -47,6 +47,7 @@
 #include <unistd.h>
 
 #include "loopwatch/loopwatch.h"
+#include "loopwatch_internal.h"
 #include "parse_duration.h"
 #include "redact_query.h"
 #include "requests.h"
@@ -202,7 +203,7 @@ static void *reporter_main(void *arg) {
 static int reporter_start(void) {
   if (g_rep.started) return 0;
   sigset_t all, old;
-  sigfillset(&all);
+  lw_internal_app_signals(&all); /* all but the signals of faults */
   pthread_sigmask(SIG_SETMASK, &all, &old); /* app signals never land here */
   int rc = pthread_create(&g_rep.thread, NULL, reporter_main, NULL);
   pthread_sigmask(SIG_SETMASK, &old, NULL);
