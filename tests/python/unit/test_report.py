@@ -227,9 +227,11 @@ def test_gil_held_by_another_thread(stalls):
     # A thread of the app's process, not its main (loop) thread.
     assert os.path.exists("/proc/%d/task/%d" % (child.pid, holder)) and holder != child.pid
     child.kill()
-    # Not the loop's fault, not cpu: it waits for the GIL in futex().
+    # Not the loop's fault, not cpu: it waits for the GIL in futex(). The
+    # waiter wakes every switch interval (5 ms) to ask the holder to drop the
+    # GIL, so the one-instant sample may also find it running: then no syscall.
     assert stall["class"] == "gil", stall
-    assert stall["syscall"] == "futex", stall
+    assert stall["syscall"] in ("futex", ""), stall
     assert used * 4 >= window and loop_ms * 4 < window, m.group(0)
     # The holder's stack first, with the line that holds the GIL; then the
     # loop thread's, which is where it was when it lost the GIL.
