@@ -393,7 +393,7 @@ bool SegmentReader::ReadSlot(uint32_t index, SlotSnapshot* out) {
     return false;
   }
   if (r.state > LW_REPORT_CLOSED) r.state = LW_REPORT_NONE;
-  if (r.stall_class > LW_CLASS_GIL) r.stall_class = LW_CLASS_UNKNOWN;
+  if (r.stall_class > LW_CLASS_LAST) r.stall_class = LW_CLASS_UNKNOWN;
   const bool beat_since = prev_valid && prev_alive == 1 &&
                           prev_generation == out->generation &&
                           prev_beats != out->beat_count;

@@ -65,6 +65,7 @@
 #define LW_CLASS_CPU 1u      /* the loop thread burned CPU during the stall */
 #define LW_CLASS_BLOCKED 2u  /* the loop thread slept, mostly in a syscall */
 #define LW_CLASS_GIL 3u      /* it waited for the interpreter lock another thread held */
+#define LW_CLASS_LAST LW_CLASS_GIL /* readers map anything above to UNKNOWN */
 
 /* Report states. */
 #define LW_REPORT_NONE 0u

@@ -104,7 +104,7 @@ void Check(const loopwatch::SegmentReader& r, loopwatch::SegmentStatus st,
     LWFUZZ_CHECK(s.state <= LW_SLOT_CLOSED, st, r);
     LWFUZZ_CHECK(!s.claiming, st, r);
     LWFUZZ_CHECK(s.report.state <= LW_REPORT_CLOSED, st, r);
-    LWFUZZ_CHECK(s.report.stall_class <= LW_CLASS_BLOCKED, st, r);
+    LWFUZZ_CHECK(s.report.stall_class <= LW_CLASS_LAST, st, r);
     if (s.state == LW_SLOT_FREE) {
       LWFUZZ_CHECK(s.beat_count == 0 && s.owner_alive == 0, st, r);
       LWFUZZ_CHECK(s.report.text.empty(), st, r);
