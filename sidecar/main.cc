@@ -15,6 +15,7 @@
 #include "config.h"
 #include "hold.h"
 #include "http/servers.h"
+#include "inject/cli.h"
 #include "log.h"
 #include "memory.h"
 #include "loopwatch/loopwatch.h"
@@ -37,6 +38,8 @@ constexpr const char* kUsage =
     "Commands:\n"
     "  run       run the sidecar (probes on :9321, admin on 127.0.0.1:9322)\n"
     "  status    print the loops in the segment as a table (--json for JSON)\n"
+    "  inject    add the sidecar to Kubernetes manifests (stdin to stdout)\n"
+    "  uninject  take out what inject added\n"
     "  version   print the version\n"
     "  help      print this help; `loopwatch run --help` lists every setting\n"
     "\n"
@@ -145,6 +148,10 @@ int main(int argc, char** argv) {
   if (cmd == "run") return loopwatch::Run(rest, loopwatch::ProcessEnvironment());
   if (cmd == "status") {
     return loopwatch::RunStatus(rest, loopwatch::ProcessEnvironment(), std::cout, std::cerr);
+  }
+  if (cmd == "inject" || cmd == "uninject") {
+    return loopwatch::inject::InjectCommand(rest, cmd == "uninject", std::cin, std::cout,
+                                            std::cerr);
   }
   if (cmd == "version" || cmd == "--version" || cmd == "-V") {
     std::cout << loopwatch::VersionText() << "\n";

@@ -59,10 +59,21 @@ const KUSTOMIZATION_NAMES = new Set(["kustomization.yaml", "kustomization.yml", 
 // Files under deploy/ that are not Kubernetes objects, each with its check.
 const NON_KUBERNETES = [
   { test: (b) => b === "prometheus-scrape.yaml", what: "Prometheus scrape config", check: checkScrapeConfig },
-  { test: (b) => b.endsWith(".json"), what: "Grafana dashboard", check: checkDashboard },
+  { test: (b, f) => b.endsWith(".json") && !isKubernetesJson(f), what: "Grafana dashboard", check: checkDashboard },
   { test: (b) => b.endsWith(".md"), what: "documentation", check: null },
   { test: (b) => b === "Dockerfile" || b.endsWith(".Dockerfile") || b === ".dockerignore", what: "image build file", check: null },
 ];
+
+// A .json file holding a Kubernetes object (`kubectl get -o json`, a
+// kind: List), not a dashboard: read as YAML, of which JSON is a part.
+function isKubernetesJson(f) {
+  try {
+    const v = JSON.parse(fs.readFileSync(f, "utf8"));
+    return v !== null && typeof v === "object" && typeof v.apiVersion === "string" && typeof v.kind === "string";
+  } catch {
+    return false;
+  }
+}
 
 const POD_SPEC_AT = {
   Pod: ["spec"],
@@ -276,7 +287,9 @@ async function checkObject(obj, opts) {
 function checkPodSpec(ps, at, obj, opts) {
   const { rec, label, locate, run } = opts;
   const err = (p, msg) => addError(rec, locate?.([...at, ...p]), label, msg);
-  for (const e of policy.checkApiRules(ps)) err(e.path, e.msg);
+  // A StatefulSet's volumeClaimTemplates are volumes of its pods too.
+  const claims = obj.kind === "StatefulSet" ? (obj.spec?.volumeClaimTemplates || []).map((t) => t?.metadata?.name) : [];
+  for (const e of policy.checkApiRules(ps, claims)) err(e.path, e.msg);
   const meta = at.length >= 2 ? getIn(obj, [...at.slice(0, -1), "metadata"]) : obj.metadata;
   for (const e of policy.checkRestricted(ps, meta)) err(e.path ?? [], e.msg);
   if (!opts.fragment) {
@@ -284,7 +297,7 @@ function checkPodSpec(ps, at, obj, opts) {
       if (!c.image) err(p, `${cl} has no image`);
     }
   }
-  const { errs, sidecar } = policy.checkLoopwatch(ps, opts.form);
+  const { errs, sidecar } = policy.checkLoopwatch(ps, opts.form, meta);
   for (const e of errs) err(e.path, `loopwatch: ${e.msg}`);
   if (!sidecar && opts.sidecarRequired)
     err([], `loopwatch: a workload of an example must run with the sidecar (a container named '${policy.SIDECAR_NAME}'), this one has none`);
@@ -333,8 +346,14 @@ async function checkYamlFile(abs, run, covered) {
       // that are not fields of the object; the rendered output is checked
       // without them anyway.
       if (covered) stripPatchDirectives(obj);
-      await checkObject(obj, { rec, label, locate, run, form, partial: !!covered, sidecarRequired: sidecarRequired(rec.file) });
-      rec.notes.push(`${obj.kind} ${obj.metadata?.name ?? ""}`.trim());
+      // kind: List (what kubectl prints for several objects): each item.
+      const items = obj.kind === "List" && Array.isArray(obj.items) ? obj.items.map((it, k) => [it, ["items", k]]) : [[obj, []]];
+      for (const [it, at] of items) {
+        const itLabel = at.length ? `${label0} items[${at[1]}] ${it?.kind}/${it?.metadata?.name ?? "?"}` : label;
+        const itLocate = at.length ? (p) => locate([...at, ...p]) : locate;
+        await checkObject(it, { rec, label: itLabel, locate: itLocate, run, form, partial: !!covered, sidecarRequired: sidecarRequired(rec.file) });
+        rec.notes.push(`${it?.kind} ${it?.metadata?.name ?? ""}`.trim());
+      }
       continue;
     }
     if (!covered && (Array.isArray(obj.containers) || Array.isArray(obj.initContainers))) {
@@ -596,7 +615,7 @@ async function checkTree(root, run) {
       await checkKustomization(f, run);
       continue;
     }
-    const nk = NON_KUBERNETES.find((x) => x.test(base));
+    const nk = NON_KUBERNETES.find((x) => x.test(base, f));
     if (covered.has(f) && !/\.ya?ml$/.test(base)) {
       run.record(f).notes.push(covered.get(f));
       continue;
@@ -608,7 +627,7 @@ async function checkTree(root, run) {
       else rec.skipped = true;
       continue;
     }
-    if (/\.ya?ml$/.test(base)) {
+    if (/\.ya?ml$/.test(base) || base.endsWith(".json")) {
       await checkYamlFile(f, run, covered.get(f) ?? null);
       continue;
     }

@@ -135,12 +135,12 @@ export function checkRestricted(ps, podMeta) {
 }
 
 // Rules the API server enforces that the OpenAPI schema does not express.
-export function checkApiRules(ps) {
+export function checkApiRules(ps, claimNames = []) {
   const errs = [];
   const err = (path, msg) => errs.push({ path, msg: `API validation: ${msg}` });
   if (!ps || typeof ps !== "object") return errs;
   const vols = Array.isArray(ps.volumes) ? ps.volumes : [];
-  const volNames = new Set();
+  const volNames = new Set(claimNames);
   vols.forEach((v, i) => {
     if (volNames.has(v?.name)) err(["volumes", i, "name"], `duplicate volume name '${v?.name}'`);
     volNames.add(v?.name);
@@ -192,6 +192,13 @@ function resolvePort(port, container) {
   return { port: p.containerPort };
 }
 
+// A watched container's probe path: the sidecar's verdict for the whole
+// pod (/livez), or, in a pod with several watched containers, for the
+// container's own loops (/livez?container=<its name>).
+function pathAllowed(got, wantPath, container) {
+  return got === wantPath || (wantPath !== "/healthz" && got === `${wantPath}?container=${container.name}`);
+}
+
 function checkHttpProbe(errs, container, path, field, wantPath, who) {
   const probe = container[field];
   const at = [...path, field];
@@ -208,7 +215,7 @@ function checkHttpProbe(errs, container, path, field, wantPath, who) {
   if (r.error) errs.push({ path: [...at, "httpGet", "port"], msg: `${who}: ${field}: ${r.error}` });
   else if (r.port !== PROBE_PORT)
     errs.push({ path: [...at, "httpGet", "port"], msg: `${who}: ${field} goes to port ${hg.port}${r.port !== hg.port ? ` (${r.port})` : ""}, not to the sidecar's port ${PROBE_PORT}` });
-  if (hg.path !== wantPath)
+  if (!pathAllowed(hg.path, wantPath, container))
     errs.push({ path: [...at, "httpGet", "path"], msg: `${who}: ${field} path is ${hg.path ?? "unset"}, must be ${wantPath}` });
   if (hg.host !== undefined) errs.push({ path: [...at, "httpGet", "host"], msg: `${who}: ${field} must not set host (the sidecar shares the pod's network)` });
   if (hg.scheme !== undefined && hg.scheme !== "HTTP") errs.push({ path: [...at, "httpGet", "scheme"], msg: `${who}: ${field} scheme must be HTTP` });
@@ -245,8 +252,24 @@ function flagValue(c, flag) {
   return undefined;
 }
 
+// The probes a watched container must have pointed at the sidecar. By hand:
+// all three. Injected (the annotation loopwatch.io/status): the ones the
+// injector replaced; config.loopwatch.io/probes and exec or gRPC probes,
+// which it leaves in place, decide which.
+function probesToCheck(podMeta, name) {
+  const all = ["livenessProbe", "readinessProbe", "startupProbe"];
+  const raw = podMeta?.annotations?.["loopwatch.io/status"];
+  if (typeof raw !== "string") return all;
+  try {
+    const probes = JSON.parse(raw)?.containers?.[name]?.probes;
+    return probes && typeof probes === "object" ? all.filter((f) => f in probes) : all;
+  } catch {
+    return all;
+  }
+}
+
 // form: "native" | "plain" | "any"
-export function checkLoopwatch(ps, form) {
+export function checkLoopwatch(ps, form, podMeta) {
   const errs = [];
   const err = (path, msg) => errs.push({ path, msg });
   if (!ps || typeof ps !== "object") return { errs, sidecar: null };
@@ -365,9 +388,9 @@ export function checkLoopwatch(ps, form) {
     const e = envValue(c, "LOOPWATCH_SEGMENT");
     if (!e.found) err(ap, `${aw} has no env LOOPWATCH_SEGMENT=${SEGMENT_PATH}`);
     else if (e.value !== SEGMENT_PATH) err([...ap, "env"], `${aw}: LOOPWATCH_SEGMENT is ${e.value ?? "not a plain value"}, must be ${SEGMENT_PATH}`);
-    checkHttpProbe(errs, c, ap, "livenessProbe", "/livez", aw);
-    checkHttpProbe(errs, c, ap, "readinessProbe", "/readyz", aw);
-    checkHttpProbe(errs, c, ap, "startupProbe", "/startupz", aw);
+    const wanted = probesToCheck(podMeta, c.name);
+    for (const [field, p] of [["livenessProbe", "/livez"], ["readinessProbe", "/readyz"], ["startupProbe", "/startupz"]])
+      if (wanted.includes(field)) checkHttpProbe(errs, c, ap, field, p, aw);
   }
   if (volName !== null && sharing === 0)
     err(["containers"], `no app container mounts the segment volume '${volName}' at ${SEGMENT_DIR}`);

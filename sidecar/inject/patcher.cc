@@ -1,0 +1,798 @@
+// SPDX-License-Identifier: Apache-2.0
+#include "inject/patcher.h"
+
+#include <algorithm>
+#include <cmath>
+#include <regex>
+#include <set>
+
+#include "config.h"
+#include "settings.h"
+
+namespace loopwatch::inject {
+
+InjectorSettings::InjectorSettings() : image(std::string("loopwatch:") + LOOPWATCH_VERSION) {}
+
+namespace {
+
+// ---- where the pod is
+
+struct PodTemplate {
+  Json* holder = nullptr;    // the object with metadata and spec
+  Json* metadata = nullptr;  // created when missing
+  bool metadata_created = false;
+  Json* spec = nullptr;
+  bool job = false;  // Job or CronJob: its pods must complete
+};
+
+bool Locate(Json* obj, PodTemplate* t) {
+  if (!obj->is_object() || !obj->contains("kind") || !(*obj)["kind"].is_string()) return false;
+  const std::string kind = (*obj)["kind"];
+  Json* holder = nullptr;  // the object with metadata and spec
+  if (kind == "Pod") {
+    holder = obj;
+  } else if (kind == "Deployment" || kind == "StatefulSet" || kind == "DaemonSet" ||
+             kind == "ReplicaSet" || kind == "ReplicationController" || kind == "Job") {
+    Json& spec = (*obj)["spec"];
+    if (!spec.is_object() || !spec.contains("template")) return false;
+    holder = &spec["template"];
+    t->job = kind == "Job";
+  } else if (kind == "CronJob") {
+    Json* p = obj;
+    for (const char* k : {"spec", "jobTemplate", "spec", "template"}) {
+      if (!p->is_object() || !p->contains(k)) return false;
+      p = &(*p)[k];
+    }
+    holder = p;
+    t->job = true;
+  } else {
+    return false;
+  }
+  if (!holder->is_object() || !holder->contains("spec") || !(*holder)["spec"].is_object())
+    return false;
+  if (!holder->contains("metadata") || !(*holder)["metadata"].is_object()) {
+    (*holder)["metadata"] = Json::object();
+    t->metadata_created = true;
+  }
+  t->holder = holder;
+  t->metadata = &(*holder)["metadata"];
+  t->spec = &(*holder)["spec"];
+  return true;
+}
+
+void Describe(const Json& obj, Report* r) {
+  if (!obj.is_object()) return;
+  if (obj.contains("kind") && obj["kind"].is_string()) r->kind = obj["kind"];
+  if (!obj.contains("metadata") || !obj["metadata"].is_object()) return;
+  const Json& m = obj["metadata"];
+  if (m.contains("name") && m["name"].is_string()) {
+    r->name = m["name"];
+  } else if (m.contains("generateName") && m["generateName"].is_string()) {
+    r->name = m["generateName"].get<std::string>() + "*";
+  }
+  if (m.contains("namespace") && m["namespace"].is_string()) r->namespace_ = m["namespace"];
+}
+
+// A string-valued entry of a string map (labels, annotations); null if
+// absent or not a string.
+const Json* MapString(const Json& meta, const char* map, const std::string& key) {
+  if (!meta.contains(map) || !meta[map].is_object()) return nullptr;
+  const Json& m = meta[map];
+  auto it = m.find(key);
+  if (it == m.end() || !it->is_string()) return nullptr;
+  return &*it;
+}
+
+Json* FindNamed(Json& list, const std::string& name) {
+  if (!list.is_array()) return nullptr;
+  for (Json& item : list)
+    if (item.is_object() && item.contains("name") && item["name"] == name) return &item;
+  return nullptr;
+}
+
+bool EraseNamed(Json& list, const std::string& name) {
+  if (!list.is_array()) return false;
+  for (auto it = list.begin(); it != list.end(); ++it) {
+    if (it->is_object() && it->contains("name") && (*it)["name"] == name) {
+      list.erase(it);
+      return true;
+    }
+  }
+  return false;
+}
+
+std::vector<std::string> SplitList(const std::string& s) {
+  std::vector<std::string> out;
+  size_t start = 0;
+  while (start <= s.size()) {
+    size_t comma = s.find(',', start);
+    if (comma == std::string::npos) comma = s.size();
+    std::string item = s.substr(start, comma - start);
+    item.erase(0, item.find_first_not_of(" \t"));
+    item.erase(item.find_last_not_of(" \t") + 1);
+    if (!item.empty()) out.push_back(item);
+    start = comma + 1;
+  }
+  return out;
+}
+
+std::string Join(const std::vector<std::string>& v, const char* sep = ", ") {
+  std::string out;
+  for (const auto& s : v) out += (out.empty() ? "" : sep) + s;
+  return out;
+}
+
+// ---- per-pod settings (config.loopwatch.io/<key> annotations)
+
+// Resource quantities as Kubernetes writes them ("100m", "16Mi", "1.5"),
+// in base units, for the request <= limit check; false if not one.
+bool ParseQuantity(const std::string& s, double* value) {
+  static const std::regex re(
+      R"(([+]?(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+))(m|k|M|G|T|P|E|Ki|Mi|Gi|Ti|Pi|Ei|[eE][+-]?[0-9]+)?)");
+  std::smatch m;
+  if (!std::regex_match(s, m, re)) return false;
+  double v = std::stod(m[1].str());
+  const std::string suffix = m[2].str();
+  static const std::pair<const char*, double> kSuffixes[] = {
+      {"m", 1e-3}, {"k", 1e3},  {"M", 1e6},  {"G", 1e9},  {"T", 1e12},
+      {"P", 1e15}, {"E", 1e18}, {"Ki", 1024.0}, {"Mi", 1048576.0},
+      {"Gi", 1073741824.0}, {"Ti", 1099511627776.0}, {"Pi", 1125899906842624.0},
+      {"Ei", 1152921504606846976.0}};
+  if (!suffix.empty()) {
+    if (suffix[0] == 'e' || suffix[0] == 'E') {
+      v *= std::pow(10.0, std::stod(suffix.substr(1)));
+    } else {
+      for (const auto& [name, scale] : kSuffixes)
+        if (suffix == name) v *= scale;
+    }
+  }
+  *value = v;
+  return std::isfinite(v);
+}
+
+// The sidecar settings a pod may set by annotation, as the sidecar's keys.
+const std::vector<std::string>& PodSettableKeys() {
+  static const std::vector<std::string> keys = {
+      "stall_after",     "lag_above",     "expect_loops",   "startup_grace",
+      "liveness_policy", "mode",          "host_stall_fails_liveness",
+      "redact_query",    "report_limit",  "report_window",  "log_format",
+      "log_level"};
+  return keys;
+}
+
+const std::vector<std::string>& InjectorKeys() {
+  static const std::vector<std::string> keys = {
+      "containers", "probes", "native-sidecar", "cpu-request", "cpu-limit",
+      "memory-request", "memory-limit"};
+  return keys;
+}
+
+struct PodConfig {
+  std::vector<std::string> containers;  // empty: the default choice
+  bool liveness = true, readiness = true, startup = true;
+  bool native_sidecar = true;
+  std::string cpu_request, cpu_limit, memory_request, memory_limit;
+  std::vector<std::pair<std::string, std::string>> sidecar_env;  // LOOPWATCH_X, value
+};
+
+std::string AnnotationName(const std::string& key) { return kConfigPrefix + key; }
+
+// Reads the config.loopwatch.io/ annotations. False with *why on the first
+// bad one; every key is checked, so a typo is never silently ignored.
+bool ReadPodConfig(const Json& meta, const InjectorSettings& s, PodConfig* pc,
+                   std::string* why) {
+  pc->native_sidecar = s.native_sidecar;
+  pc->cpu_request = s.cpu_request;
+  pc->cpu_limit = s.cpu_limit;
+  pc->memory_request = s.memory_request;
+  pc->memory_limit = s.memory_limit;
+  if (!meta.contains("annotations") || !meta["annotations"].is_object()) return true;
+  const std::string prefix = kConfigPrefix;
+  Config scratch;
+  for (const auto& [name, value] : meta["annotations"].items()) {
+    if (name.compare(0, prefix.size(), prefix) != 0) continue;
+    const std::string key = name.substr(prefix.size());
+    if (!value.is_string()) {
+      *why = name + ": the value must be a string";
+      return false;
+    }
+    const std::string v = value.get<std::string>();
+    auto bad = [&](const std::string& what) {
+      *why = name + ": " + Quote(v) + " " + what;
+      return false;
+    };
+    if (key == "containers") {
+      pc->containers = SplitList(v);
+      if (pc->containers.empty()) return bad("names no container; expected a comma list");
+    } else if (key == "probes") {
+      pc->liveness = pc->readiness = pc->startup = false;
+      if (v != "none") {
+        for (const auto& p : SplitList(v)) {
+          if (p == "liveness") pc->liveness = true;
+          else if (p == "readiness") pc->readiness = true;
+          else if (p == "startup") pc->startup = true;
+          else return bad("is not a probe list; expected none, or some of liveness,readiness,startup");
+        }
+        if (!pc->liveness && !pc->readiness && !pc->startup)
+          return bad("names no probe; expected none, or some of liveness,readiness,startup");
+      }
+    } else if (key == "native-sidecar") {
+      if (v != "true" && v != "false") return bad("is not true or false");
+      pc->native_sidecar = v == "true";
+    } else if (key == "cpu-request" || key == "cpu-limit" || key == "memory-request" ||
+               key == "memory-limit") {
+      double q;
+      if (!ParseQuantity(v, &q)) return bad("is not a resource quantity (e.g. 10m, 16Mi)");
+      (key == "cpu-request"      ? pc->cpu_request
+       : key == "cpu-limit"      ? pc->cpu_limit
+       : key == "memory-request" ? pc->memory_request
+                                 : pc->memory_limit) = v;
+    } else {
+      std::string setting_key = key;
+      std::replace(setting_key.begin(), setting_key.end(), '-', '_');
+      const auto& keys = PodSettableKeys();
+      const Setting* setting = std::find(keys.begin(), keys.end(), setting_key) != keys.end()
+                                   ? FindByKey(setting_key)
+                                   : nullptr;
+      if (!setting) {
+        std::vector<std::string> known = InjectorKeys();
+        for (std::string k : keys) {
+          std::replace(k.begin(), k.end(), '_', '-');
+          known.push_back(k);
+        }
+        std::string hint = Suggest(key, known);
+        *why = name + ": not a loopwatch setting" +
+               (hint.empty() ? "; the settings are " + Join(known)
+                             : "; did you mean " + AnnotationName(hint) + "?");
+        return false;
+      }
+      std::string reason;
+      if (!setting->parse(v, &scratch, &reason)) return bad(reason);
+      pc->sidecar_env.emplace_back(setting->env(), v);
+    }
+  }
+  auto check_pair = [&](const std::string& req, const std::string& lim, const char* what) {
+    double a, b;
+    if (req.empty() || lim.empty() || !ParseQuantity(req, &a) || !ParseQuantity(lim, &b))
+      return true;
+    if (a <= b) return true;
+    *why = std::string("the sidecar's ") + what + " request " + req + " is above its limit " +
+           lim + " (" + AnnotationName(std::string(what) + "-request") + ", " +
+           AnnotationName(std::string(what) + "-limit") + ")";
+    return false;
+  };
+  return check_pair(pc->cpu_request, pc->cpu_limit, "cpu") &&
+         check_pair(pc->memory_request, pc->memory_limit, "memory");
+}
+
+// ---- probes
+
+constexpr const char* kProbeKeys[] = {"livenessProbe", "readinessProbe", "startupProbe"};
+
+const char* ProbePath(const std::string& probe_key) {
+  if (probe_key == "livenessProbe") return "/livez";
+  if (probe_key == "readinessProbe") return "/readyz";
+  return "/startupz";
+}
+
+// Timings for a probe the container did not have (the values the docs
+// recommend, deploy/sidecar/native.yaml).
+Json DefaultTimings(const std::string& probe_key) {
+  Json t = Json::object();
+  if (probe_key == "startupProbe") {
+    t["periodSeconds"] = 1;
+    t["failureThreshold"] = 60;
+  } else if (probe_key == "livenessProbe") {
+    t["periodSeconds"] = 5;
+    t["failureThreshold"] = 2;
+  } else {
+    t["periodSeconds"] = 2;
+    t["failureThreshold"] = 1;
+  }
+  return t;
+}
+
+// The probe that replaces `original` (null when the container had none).
+Json SidecarProbe(const std::string& probe_key, const Json& original, const std::string& path,
+                  int port) {
+  Json p = Json::object();
+  p["httpGet"] = Json{{"path", path}, {"port", port}};
+  const Json timings = original.is_object() ? original : DefaultTimings(probe_key);
+  for (const auto& [k, v] : timings.items()) {
+    if (k == "httpGet" || k == "tcpSocket" || k == "exec" || k == "grpc") continue;
+    p[k] = v;
+  }
+  // A frozen loop cannot run its SIGTERM handler: no point waiting the
+  // pod's whole grace period (30 s by default) before SIGKILL.
+  if (probe_key == "livenessProbe" && !p.contains("terminationGracePeriodSeconds"))
+    p["terminationGracePeriodSeconds"] = 5;
+  return p;
+}
+
+// The original probe as the sidecar forwards to it: named ports resolved
+// against the container's ports. False with *why when a name is not there.
+bool ForwardForm(const Json& probe, const Json& container, Json* out, std::string* why) {
+  *out = probe;
+  for (const char* handler : {"httpGet", "tcpSocket"}) {
+    if (!probe.contains(handler) || !probe[handler].is_object()) continue;
+    const Json& port = probe[handler]["port"];
+    if (!port.is_string()) continue;
+    const std::string name = port;
+    if (!name.empty() && std::all_of(name.begin(), name.end(), ::isdigit)) {
+      (*out)[handler]["port"] = std::stoi(name);
+      continue;
+    }
+    bool found = false;
+    if (container.contains("ports") && container["ports"].is_array()) {
+      for (const Json& p : container["ports"]) {
+        if (p.is_object() && p.contains("name") && p["name"] == name &&
+            p.contains("containerPort")) {
+          (*out)[handler]["port"] = p["containerPort"];
+          found = true;
+        }
+      }
+    }
+    if (!found) {
+      *why = "the " + std::string(handler) + " port " + Quote(name) +
+             " of a probe is not a port of container " + container.value("name", "");
+      return false;
+    }
+  }
+  return true;
+}
+
+// ---- the status annotation
+
+Json ReadStatus(const Json& meta, std::string* why) {
+  const Json* s = MapString(meta, "annotations", kStatusAnnotation);
+  if (!s) return nullptr;
+  Json status = Json::parse(s->get<std::string>(), nullptr, false);
+  if (status.is_discarded() || !status.is_object() || !status.contains("sidecar") ||
+      !status["sidecar"].is_string() || !status.contains("in") || !status["in"].is_string() ||
+      !status.contains("containers") || !status["containers"].is_object()) {
+    *why = std::string("the annotation ") + kStatusAnnotation +
+           " is not one loopwatch wrote; remove it, or the object's loopwatch parts, by hand";
+    return Json::object();  // an empty object: present but unusable
+  }
+  return status;
+}
+
+bool Contains(const Json& list, const char* what) {
+  return list.is_array() && std::find(list.begin(), list.end(), what) != list.end();
+}
+
+// Restores map[key] to `original` (null: absent).
+void RestoreMapEntry(Json& map, const std::string& key, const Json& original) {
+  if (!map.is_object()) return;
+  if (original.is_null()) {
+    map.erase(key);
+  } else {
+    map[key] = original;
+  }
+}
+
+// Takes out what `status` lists. Returns false (and *why) if the object does
+// not hold what the status says it should; `obj` may then be half-restored,
+// so callers work on a copy.
+bool Remove(PodTemplate& t, const Json& status, std::string* why) {
+  Json& spec = *t.spec;
+  Json& meta = *t.metadata;
+  const Json created = status.value("created", Json::array());
+  const std::string in = status["in"];
+  if (in != "initContainers" && in != "containers") {
+    *why = "loopwatch.io/status names no container list";
+    return false;
+  }
+  if (spec.contains(in)) {
+    EraseNamed(spec[in], status["sidecar"].get<std::string>());
+    if (spec[in].empty() && Contains(created, in.c_str())) spec.erase(in);
+  }
+  if (spec.contains("volumes")) {
+    for (const Json& v : status.value("volumes", Json::array()))
+      if (v.is_string()) EraseNamed(spec["volumes"], v.get<std::string>());
+    if (spec["volumes"].empty() && Contains(created, "volumes")) spec.erase("volumes");
+  }
+  for (const auto& [name, c] : status["containers"].items()) {
+    Json* container = spec.contains("containers") ? FindNamed(spec["containers"], name) : nullptr;
+    if (!container || !c.is_object()) continue;  // gone since: nothing of ours left in it
+    const Json ccreated = c.value("created", Json::array());
+    if (c.contains("env") && c["env"].is_object() && container->contains("env")) {
+      Json& env = (*container)["env"];
+      for (const auto& [var, original] : c["env"].items()) {
+        if (original.is_null()) {
+          EraseNamed(env, var);
+        } else if (Json* e = FindNamed(env, var)) {
+          *e = original;
+        }
+      }
+      if (env.is_array() && env.empty() && Contains(ccreated, "env")) container->erase("env");
+    }
+    if (container->contains("volumeMounts")) {
+      Json& mounts = (*container)["volumeMounts"];
+      for (const Json& m : c.value("volumeMounts", Json::array()))
+        if (m.is_string()) EraseNamed(mounts, m.get<std::string>());
+      if (mounts.is_array() && mounts.empty() && Contains(ccreated, "volumeMounts"))
+        container->erase("volumeMounts");
+    }
+    if (c.contains("probes") && c["probes"].is_object()) {
+      for (const auto& [key, original] : c["probes"].items())
+        RestoreMapEntry(*container, key, original);
+    }
+  }
+  for (const char* map : {"labels", "annotations"}) {
+    if (status.contains(map) && status[map].is_object() && meta.contains(map)) {
+      for (const auto& [key, original] : status[map].items())
+        RestoreMapEntry(meta[map], key, original);
+    }
+  }
+  if (meta.contains("annotations")) {
+    meta["annotations"].erase(kStatusAnnotation);
+    if (meta["annotations"].empty() && Contains(created, "annotations"))
+      meta.erase("annotations");
+  }
+  if (meta.contains("labels") && meta["labels"].empty() && Contains(created, "labels"))
+    meta.erase("labels");
+  if (meta.empty() && Contains(created, "metadata")) t.holder->erase("metadata");
+  return true;
+}
+
+// ---- injection
+
+Json SidecarContainer(const InjectorSettings& s, const PodConfig& pc, const Json& app_probes) {
+  Json c = Json::object();
+  c["name"] = kSidecarName;
+  c["image"] = s.image;
+  if (!s.image_pull_policy.empty()) c["imagePullPolicy"] = s.image_pull_policy;
+  if (pc.native_sidecar) c["restartPolicy"] = "Always";
+  c["args"] = Json::array({"run"});
+  Json env = Json::array();
+  env.push_back(Json{{"name", "LOOPWATCH_SEGMENT"}, {"value", kSegmentPath}});
+  // The kubelet probes from the node's address: a lane of its own on the
+  // probe port, so that no other client can delay its probes.
+  env.push_back(Json{{"name", "LOOPWATCH_PROBE_PEERS"},
+                     {"valueFrom", {{"fieldRef", {{"fieldPath", "status.hostIP"}}}}}});
+  if (s.port != 9321)
+    env.push_back(Json{{"name", "LOOPWATCH_LISTEN"}, {"value", ":" + std::to_string(s.port)}});
+  for (const auto& [name, value] : pc.sidecar_env)
+    env.push_back(Json{{"name", name}, {"value", value}});
+  if (!app_probes.empty())
+    env.push_back(Json{{"name", "LOOPWATCH_APP_PROBES"}, {"value", app_probes.dump()}});
+  c["env"] = std::move(env);
+  c["ports"] = Json::array({Json{{"name", kSidecarName}, {"containerPort", s.port}}});
+  // The sidecar's own health. The startup probe of a native sidecar also
+  // holds the app back until the sidecar listens.
+  c["startupProbe"] = Json{{"httpGet", {{"path", "/healthz"}, {"port", kSidecarName}}},
+                           {"periodSeconds", 1},
+                           {"failureThreshold", 30}};
+  c["livenessProbe"] =
+      Json{{"httpGet", {{"path", "/healthz"}, {"port", kSidecarName}}}, {"periodSeconds", 10}};
+  Json requests = Json::object(), limits = Json::object();
+  if (!pc.cpu_request.empty()) requests["cpu"] = pc.cpu_request;
+  if (!pc.memory_request.empty()) requests["memory"] = pc.memory_request;
+  if (!pc.cpu_limit.empty()) limits["cpu"] = pc.cpu_limit;
+  if (!pc.memory_limit.empty()) limits["memory"] = pc.memory_limit;
+  Json resources = Json::object();
+  if (!requests.empty()) resources["requests"] = requests;
+  if (!limits.empty()) resources["limits"] = limits;
+  c["resources"] = resources;
+  // The "restricted" pod security standard, whatever the pod sets.
+  c["securityContext"] = Json{{"runAsNonRoot", true},
+                              {"runAsUser", s.run_as_user},
+                              {"runAsGroup", s.run_as_user},
+                              {"allowPrivilegeEscalation", false},
+                              {"readOnlyRootFilesystem", true},
+                              {"capabilities", {{"drop", Json::array({"ALL"})}}},
+                              {"seccompProfile", {{"type", "RuntimeDefault"}}}};
+  c["volumeMounts"] =
+      Json::array({Json{{"name", kVolumeName}, {"mountPath", kMountPath}}});
+  return c;
+}
+
+// Sets env var `name` in container `c`, recording the original in *record.
+void SetEnv(Json& c, const std::string& name, const std::string& value, Json* record,
+            Json* created) {
+  if (!c.contains("env")) {
+    c["env"] = Json::array();
+    created->push_back("env");
+  }
+  Json entry = Json{{"name", name}, {"value", value}};
+  if (Json* e = FindNamed(c["env"], name)) {
+    (*record)[name] = *e;
+    *e = entry;
+  } else {
+    (*record)[name] = nullptr;
+    c["env"].push_back(entry);
+  }
+}
+
+// Sets meta[map][key] = value, recording the original in status[map].
+void SetMapEntry(Json& meta, const char* map, const std::string& key, const std::string& value,
+                 Json& status) {
+  if (!meta.contains(map) || !meta[map].is_object()) {
+    meta[map] = Json::object();
+    status["created"].push_back(map);
+  }
+  const Json* old = MapString(meta, map, key);
+  if (!status.contains(map)) status[map] = Json::object();
+  status[map][key] = old ? *old : Json(nullptr);
+  meta[map][key] = value;
+}
+
+// Injects into a pod template that carries no loopwatch status. Works on
+// *t in place: callers pass a copy.
+Report InjectFresh(PodTemplate& t, const InjectorSettings& s) {
+  Report r;
+  Json& meta = *t.metadata;
+  Json& spec = *t.spec;
+  auto skip = [&](const std::string& why) {
+    r.outcome = Outcome::kSkipped;
+    r.reason = why;
+    return r;
+  };
+  auto refuse = [&](const std::string& why) {
+    r.outcome = Outcome::kRefused;
+    r.reason = why;
+    return r;
+  };
+
+  const Json* label = MapString(meta, "labels", kInjectLabel);
+  if (label) {
+    if (*label == "disabled") return skip("disabled (label loopwatch.io/inject: disabled)");
+    if (*label != "enabled")
+      return refuse(std::string("label ") + kInjectLabel + ": " + Quote(*label) +
+                    " is not enabled or disabled");
+  } else if (!s.namespace_enabled) {
+    return skip("not enabled (no label loopwatch.io/inject: enabled on the pod)");
+  }
+  if (spec.value("hostNetwork", false))
+    return skip("hostNetwork: the sidecar's port would be the node's");
+  if (!spec.contains("containers") || !spec["containers"].is_array() ||
+      spec["containers"].empty())
+    return skip("no container");
+
+  PodConfig pc;
+  std::string why;
+  if (!ReadPodConfig(meta, s, &pc, &why)) return refuse(why);
+  if (t.job && !pc.native_sidecar)
+    return refuse(AnnotationName("native-sidecar") +
+                  ": \"false\" in a Job's pod: a plain sidecar container never exits, so "
+                  "the pod would never complete");
+
+  Json& containers = spec["containers"];
+  for (const char* list : {"containers", "initContainers"}) {
+    if (spec.contains(list) && FindNamed(spec[list], kSidecarName))
+      return skip(std::string("it has a container named loopwatch (in ") + list +
+                  ") that loopwatch did not inject; remove it to inject");
+    if (!spec.contains(list)) continue;
+    for (const Json& c : spec[list]) {
+      if (!c.is_object() || !c.contains("ports") || !c["ports"].is_array()) continue;
+      for (const Json& p : c["ports"])
+        if (p.is_object() && p.value("containerPort", 0) == s.port)
+          return refuse("port " + std::to_string(s.port) + " is the sidecar's, and container " +
+                        c.value("name", "") + " uses it");
+    }
+  }
+  if (spec.contains("volumes") && FindNamed(spec["volumes"], kVolumeName))
+    return refuse("it has a volume named loopwatch already");
+
+  // Which containers.
+  std::vector<std::string> chosen = pc.containers;
+  if (chosen.empty()) {
+    const Json* dc = MapString(meta, "annotations", kDefaultContainerAnnotation);
+    if (dc) {
+      chosen.push_back(*dc);
+    } else if (containers[0].is_object() && containers[0].contains("name")) {
+      chosen.push_back(containers[0]["name"]);
+    }
+  }
+  std::vector<std::string> names;
+  for (const Json& c : containers)
+    if (c.is_object() && c.contains("name") && c["name"].is_string()) names.push_back(c["name"]);
+  std::set<std::string> seen;
+  for (const auto& name : chosen) {
+    if (std::find(names.begin(), names.end(), name) == names.end())
+      return refuse(Quote(name) + " is not a container of this pod (it has: " + Join(names) +
+                    ")" + (pc.containers.empty() ? "" : "; see " + AnnotationName("containers")));
+    if (!seen.insert(name).second) return refuse(AnnotationName("containers") + " names " +
+                                                 Quote(name) + " twice");
+  }
+
+  Json status = Json::object();
+  status["version"] = LOOPWATCH_VERSION;
+  status["sidecar"] = kSidecarName;
+  status["in"] = pc.native_sidecar ? "initContainers" : "containers";
+  status["volumes"] = Json::array({kVolumeName});
+  status["containers"] = Json::object();
+  status["created"] = Json::array();
+  if (t.metadata_created) status["created"].push_back("metadata");
+
+  const bool several = chosen.size() > 1;
+  Json app_probes = Json::object();
+  for (const auto& name : chosen) {
+    Json& c = *FindNamed(containers, name);
+    Json record = Json::object();
+    Json created = Json::array();
+    if (c.contains("volumeMounts") && c["volumeMounts"].is_array()) {
+      for (const Json& m : c["volumeMounts"])
+        if (m.is_object() && m.value("mountPath", "") == kMountPath)
+          return refuse("container " + name + " already mounts something at " + kMountPath);
+    }
+    Json env_record = Json::object();
+    SetEnv(c, "LOOPWATCH_SEGMENT", kSegmentPath, &env_record, &created);
+    SetEnv(c, "LOOPWATCH_CONTAINER", name, &env_record, &created);
+    record["env"] = env_record;
+    if (!c.contains("volumeMounts")) {
+      c["volumeMounts"] = Json::array();
+      created.push_back("volumeMounts");
+    }
+    c["volumeMounts"].push_back(Json{{"name", kVolumeName}, {"mountPath", kMountPath}});
+    record["volumeMounts"] = Json::array({kVolumeName});
+
+    Json probes = Json::object();
+    Json forwards = Json::object();
+    for (const char* key : kProbeKeys) {
+      const bool wanted = (std::string(key) == "livenessProbe" && pc.liveness) ||
+                          (std::string(key) == "readinessProbe" && pc.readiness) ||
+                          (std::string(key) == "startupProbe" && pc.startup);
+      if (!wanted) continue;
+      const Json original = c.contains(key) ? c[key] : Json(nullptr);
+      if (original.is_object() && (original.contains("exec") || original.contains("grpc"))) {
+        r.notes.push_back(name + "'s " + key + " is " +
+                          (original.contains("exec") ? "an exec" : "a gRPC") +
+                          " probe: left in place");
+        continue;
+      }
+      if (!original.is_null() && !original.is_object())
+        return refuse(name + "'s " + key + " is not an object");
+      if (original.is_object()) {
+        Json fwd;
+        if (!ForwardForm(original, c, &fwd, &why)) return refuse(why);
+        forwards[key] = fwd;
+      }
+      std::string path = ProbePath(key);
+      if (several) path += "?container=" + name;
+      probes[key] = original;
+      c[key] = SidecarProbe(key, original, path, s.port);
+    }
+    record["probes"] = probes;
+    if (!created.empty()) record["created"] = created;
+    if (!forwards.empty()) app_probes[name] = forwards;
+    status["containers"][name] = record;
+    r.containers.push_back(name);
+  }
+
+  const char* list = pc.native_sidecar ? "initContainers" : "containers";
+  if (!spec.contains(list)) {
+    spec[list] = Json::array();
+    status["created"].push_back(list);
+  }
+  spec[list].push_back(SidecarContainer(s, pc, app_probes));
+  if (!spec.contains("volumes")) {
+    spec["volumes"] = Json::array();
+    status["created"].push_back("volumes");
+  }
+  Json volume = Json{{"name", kVolumeName}, {"emptyDir", {{"medium", "Memory"}}}};
+  if (!s.volume_size.empty()) volume["emptyDir"]["sizeLimit"] = s.volume_size;
+  spec["volumes"].push_back(volume);
+
+  SetMapEntry(meta, "labels", kInjectedLabel, "true", status);
+  if (!MapString(meta, "annotations", kDefaultContainerAnnotation))
+    SetMapEntry(meta, "annotations", kDefaultContainerAnnotation, chosen[0], status);
+  if (!meta.contains("annotations") || !meta["annotations"].is_object()) {
+    meta["annotations"] = Json::object();
+    status["created"].push_back("annotations");
+  }
+  meta["annotations"][kStatusAnnotation] = status.dump();
+  r.outcome = Outcome::kInjected;
+  return r;
+}
+
+}  // namespace
+
+const char* Report::OutcomeName() const {
+  switch (outcome) {
+    case Outcome::kInjected: return "injected";
+    case Outcome::kUnchanged: return "unchanged";
+    case Outcome::kSkipped: return "skipped";
+    case Outcome::kRefused: return "refused";
+    case Outcome::kUninjected: return "uninjected";
+    case Outcome::kNotWorkload: return "passed";
+  }
+  return "?";
+}
+
+std::string Report::Line() const {
+  std::string who = (kind.empty() ? "object" : kind) + "/" + (name.empty() ? "?" : name);
+  if (!namespace_.empty()) who = namespace_ + "/" + who;
+  std::string out = who + ": ";
+  switch (outcome) {
+    case Outcome::kInjected:
+      out += reason.empty() ? "injected" : reason;
+      if (!containers.empty()) out += " (containers: " + Join(containers) + ")";
+      break;
+    case Outcome::kUnchanged:
+      out += "unchanged: " + reason;
+      break;
+    case Outcome::kSkipped:
+      out += "skipped: " + reason;
+      break;
+    case Outcome::kRefused:
+      out += "refused: " + reason;
+      break;
+    case Outcome::kUninjected:
+      out += "uninjected";
+      break;
+    case Outcome::kNotWorkload:
+      out += "passed through: " + reason;
+      break;
+  }
+  for (const auto& n : notes) out += "; " + n;
+  return out;
+}
+
+Report Uninject(Json* object) {
+  Report r;
+  Describe(*object, &r);
+  Json copy = *object;
+  PodTemplate t;
+  if (!Locate(&copy, &t)) {
+    r.reason = "not a workload with a pod template";
+    return r;
+  }
+  std::string why;
+  Json status = ReadStatus(*t.metadata, &why);
+  if (status.is_null()) {
+    r.outcome = Outcome::kUnchanged;
+    r.reason = "not injected";
+    return r;
+  }
+  if (!why.empty() || !Remove(t, status, &why)) {
+    r.outcome = Outcome::kRefused;
+    r.reason = why;
+    return r;
+  }
+  *object = std::move(copy);
+  r.outcome = Outcome::kUninjected;
+  return r;
+}
+
+Report Inject(Json* object, const InjectorSettings& settings) {
+  Report r;
+  Describe(*object, &r);
+  Json copy = *object;
+  PodTemplate t;
+  if (!Locate(&copy, &t)) {
+    r.reason = "not a workload with a pod template";
+    return r;
+  }
+  std::string why;
+  Json status = ReadStatus(*t.metadata, &why);
+  bool again = false;
+  if (!status.is_null()) {
+    // Injected before: take that out and inject again. If nothing changed
+    // since, the result is the input, and the object is left alone; if
+    // another webhook changed the pod (a container added, restartPolicy
+    // dropped), this puts loopwatch back as it should be.
+    if (!why.empty() || !Remove(t, status, &why)) {
+      r.outcome = Outcome::kRefused;
+      r.reason = why;
+      return r;
+    }
+    again = true;
+  }
+  Report fresh = InjectFresh(t, settings);
+  fresh.kind = r.kind;
+  fresh.name = r.name;
+  fresh.namespace_ = r.namespace_;
+  if (fresh.outcome != Outcome::kInjected) return fresh;
+  if (again && copy == *object) {
+    fresh.outcome = Outcome::kUnchanged;
+    fresh.reason = "already injected";
+    return fresh;
+  }
+  if (again) fresh.reason = "re-injected (the pod had changed since it was injected)";
+  *object = std::move(copy);
+  return fresh;
+}
+
+}  // namespace loopwatch::inject

@@ -1,0 +1,152 @@
+# SPDX-License-Identifier: Apache-2.0
+"""`loopwatch inject` as a command: pipes, forms, errors and exit codes."""
+
+import json
+import os
+import subprocess
+
+import yaml
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+BIN = os.environ.get("LOOPWATCH_BIN", os.path.join(HERE, "..", "..", "build", "sidecar",
+                                                   "loopwatch"))
+POD = os.path.join(HERE, "golden", "pod", "input.yaml")
+
+
+def run(args, stdin=None, timeout=30):
+    return subprocess.run([BIN] + args, input=stdin, capture_output=True, text=True,
+                          timeout=timeout)
+
+
+def test_a_pipe_like_kubectl():
+    with open(POD) as f:
+        text = f.read()
+    by_file = run(["inject", "-f", POD])
+    by_stdin = run(["inject"], stdin=text)
+    by_dash = run(["inject", "-f", "-"], stdin=text)
+    assert by_file.returncode == by_stdin.returncode == by_dash.returncode == 0
+    assert by_file.stdout == by_stdin.stdout == by_dash.stdout
+    assert by_stdin.stderr == "Pod/orders: injected (containers: orders)\n"
+    # And back out through a second process, as in a shell pipeline.
+    back = run(["uninject"], stdin=by_stdin.stdout)
+    assert back.returncode == 0, back.stderr
+    assert yaml.safe_load(back.stdout) == yaml.safe_load(text)
+
+
+def test_json_in_json_out():
+    with open(POD) as f:
+        obj = yaml.safe_load(f)
+    r = run(["inject"], stdin=json.dumps(obj))
+    assert r.returncode == 0, r.stderr
+    out = json.loads(r.stdout)
+    assert out["spec"]["initContainers"][-1]["name"] == "loopwatch"
+    assert out["metadata"]["labels"]["loopwatch.io/injected"] == "true"
+
+
+def test_strings_that_look_like_other_things_stay_strings():
+    doc = {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "c"},
+           "data": {"a": "true", "b": "0755", "c": "1.0", "d": "y", "e": "null", "f": "",
+                    "g": "12:30", "h": "0x1F", "i": "-.inf", "j": "on", "k": "1e3"}}
+    # Every scalar quoted on the way in; only the ambiguous ones on the way out.
+    r = run(["inject"], stdin=yaml.safe_dump(doc, default_style='"'))
+    assert r.returncode == 0, r.stderr
+    assert yaml.safe_load(r.stdout) == doc, r.stdout
+    assert "name: c\n" in r.stdout
+    again = run(["inject"], stdin=r.stdout)
+    assert again.stdout == r.stdout
+    assert r.stderr == "ConfigMap/c: passed through: not a workload with a pod template\n"
+
+
+def test_numbers_and_booleans_stay_what_they_are():
+    text = ("apiVersion: v1\nkind: Pod\nmetadata: {name: p}\nspec:\n"
+            "  terminationGracePeriodSeconds: 7\n  enableServiceLinks: false\n"
+            "  containers: [{name: a, image: i, resources: {limits: {cpu: 0.5}}}]\n")
+    r = run(["inject"], stdin=text)
+    assert r.returncode == 0, r.stderr
+    assert yaml.safe_load(r.stdout) == yaml.safe_load(text)
+
+
+def test_bad_yaml_names_the_place():
+    r = run(["inject"], stdin="apiVersion: v1\nkind: Pod\nmetadata: {name: [\n")
+    assert r.returncode == 1
+    assert r.stdout == ""
+    assert r.stderr.startswith("loopwatch inject: <stdin>:"), r.stderr
+    assert "not valid YAML" in r.stderr
+
+
+def test_bad_json_names_the_place(tmp_path):
+    p = tmp_path / "bad.json"
+    p.write_text('{\n  "kind": "Pod",\n  "metadata": {"name": "x",}\n}\n')
+    r = run(["inject", "-f", str(p)])
+    assert r.returncode == 1
+    assert r.stderr.startswith("loopwatch inject: %s:3:" % p), r.stderr
+    assert "not valid JSON" in r.stderr
+
+
+def test_duplicate_keys_are_refused():
+    r = run(["inject"], stdin="kind: Pod\nkind: Deployment\n")
+    assert r.returncode == 1
+    assert "<stdin>:2:1: duplicate key \"kind\"" in r.stderr, r.stderr
+
+
+def test_a_fifo_is_refused_not_waited_on(tmp_path):
+    fifo = tmp_path / "fifo"
+    os.mkfifo(fifo)
+    r = run(["inject", "-f", str(fifo)], timeout=10)
+    assert r.returncode == 1
+    assert "not a regular file" in r.stderr
+
+
+def test_a_missing_file():
+    r = run(["inject", "-f", "/nonexistent/x.yaml"])
+    assert r.returncode == 1
+    assert r.stderr == "loopwatch inject: /nonexistent/x.yaml: No such file or directory\n"
+
+
+def test_usage_errors_exit_2():
+    for args, msg in [(["inject", "--bogus"], "unknown option --bogus"),
+                      (["inject", "-f"], "-f needs a file name"),
+                      (["inject", "x.yaml"], "unexpected argument"),
+                      (["inject", "-f", "a", "-f", "b"], "one -f FILE only"),
+                      (["inject", "--image-pull-policy", "Sometimes"], "is not Always"),
+                      (["uninject", "--image", "x"], "unknown option --image")]:
+        r = run(args)
+        assert r.returncode == 2, (args, r.stderr)
+        assert msg in r.stderr, (args, r.stderr)
+        assert r.stdout == ""
+
+
+def test_help_tells_the_options():
+    r = run(["inject", "--help"])
+    assert r.returncode == 0
+    for word in ("-f, --filename", "--image", "--all", "config.loopwatch.io/containers",
+                 "Exit codes"):
+        assert word in r.stdout
+    r = run(["uninject", "-h"])
+    assert r.returncode == 0 and "loopwatch.io/status" in r.stdout
+    r = run(["help"])
+    assert "inject" in r.stdout and "uninject" in r.stdout
+
+
+def test_image_and_all(tmp_path):
+    text = ("apiVersion: v1\nkind: Pod\nmetadata: {name: p}\n"
+            "spec: {containers: [{name: a, image: i}]}\n")
+    r = run(["inject"], stdin=text)
+    assert r.returncode == 0 and yaml.safe_load(r.stdout) == yaml.safe_load(text)
+    assert "skipped: not enabled" in r.stderr
+    r = run(["inject", "--all", "--image=registry.example/loopwatch:9", "--image-pull-policy",
+             "IfNotPresent"], stdin=text)
+    assert r.returncode == 0, r.stderr
+    side = yaml.safe_load(r.stdout)["spec"]["initContainers"][0]
+    assert side["image"] == "registry.example/loopwatch:9"
+    assert side["imagePullPolicy"] == "IfNotPresent"
+
+
+def test_a_refusal_writes_nothing_for_any_document():
+    good = open(POD).read()
+    bad = good.replace("name: orders\n", "name: bad\n  annotations: {config.loopwatch.io/mode: loud}\n", 1)
+    r = run(["inject"], stdin=good + "---\n" + bad)
+    assert r.returncode == 1
+    assert r.stdout == ""
+    assert "Pod/orders: injected" in r.stderr
+    assert 'Pod/bad: refused: config.loopwatch.io/mode: "loud" is not' in r.stderr
