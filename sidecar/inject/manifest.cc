@@ -69,8 +69,58 @@ bool NeedsQuotes(const std::string& s) {
   return !PlainScalar(s).is_string() || std::regex_match(s, AmbiguousPattern());
 }
 
+// Kubernetes objects are a few levels deep; anything past this is refused
+// before the recursive parts (comparison, serialisation) see it. yaml-cpp
+// has its own guard, at 2000.
+constexpr int kMaxJsonDepth = 256;
+
+// The deepest nesting of [ and { outside strings, and where it first passes
+// kMaxJsonDepth (0 if it never does).
+size_t TooDeepAt(const std::string& text) {
+  int depth = 0;
+  bool in_string = false;
+  for (size_t i = 0; i < text.size(); i++) {
+    char c = text[i];
+    if (in_string) {
+      if (c == '\\') i++;
+      else if (c == '"') in_string = false;
+    } else if (c == '"') {
+      in_string = true;
+    } else if (c == '[' || c == '{') {
+      if (++depth > kMaxJsonDepth) return i + 1;
+    } else if (c == ']' || c == '}') {
+      depth--;
+    }
+  }
+  return 0;
+}
+
+void LineColumn(const std::string& text, size_t at, int* line, int* column) {
+  *line = 1;
+  *column = 1;
+  for (size_t i = 0; i < at && i < text.size(); i++) {
+    if (text[i] == '\n') {
+      ++*line;
+      *column = 1;
+    } else {
+      ++*column;
+    }
+  }
+}
+
 std::string Where(const std::string& source, int line, int column) {
   return source + ":" + std::to_string(line) + ":" + std::to_string(column) + ": ";
+}
+
+// Whether a scalar with this tag is resolved like a plain one: untagged and
+// unquoted ("?"), or tagged as a type other than a string (!!int 42). A
+// quoted scalar ("!") and !!str, or any other tag, are strings.
+bool ResolvesPlain(const std::string& tag) {
+  if (tag == "?") return true;
+  for (const char* t : {"tag:yaml.org,2002:int", "tag:yaml.org,2002:float",
+                        "tag:yaml.org,2002:bool", "tag:yaml.org,2002:null"})
+    if (tag == t) return true;
+  return false;
 }
 
 // yaml-cpp node to JSON. Aliases are resolved by yaml-cpp itself; keys must
@@ -82,7 +132,7 @@ bool FromYaml(const YAML::Node& n, const std::string& source, Json* out, std::st
       *out = nullptr;
       return true;
     case YAML::NodeType::Scalar:
-      *out = n.Tag() == "!" ? Json(n.Scalar()) : PlainScalar(n.Scalar());
+      *out = ResolvesPlain(n.Tag()) ? PlainScalar(n.Scalar()) : Json(n.Scalar());
       return true;
     case YAML::NodeType::Sequence: {
       *out = Json::array();
@@ -177,25 +227,26 @@ bool ParseManifest(const std::string& text, const std::string& source, Manifest*
   size_t first = text.find_first_not_of(" \t\r\n");
   if (first != std::string::npos && (text[first] == '{' || text[first] == '[')) {
     out->form = Form::kJson;
+    int line, column;
+    if (size_t at = TooDeepAt(text)) {
+      LineColumn(text, at - 1, &line, &column);
+      *error = Where(source, line, column) + "nested more than " +
+               std::to_string(kMaxJsonDepth) + " levels deep";
+      return false;
+    }
     try {
       out->documents.push_back(Json::parse(text));
     } catch (const Json::parse_error& e) {
       // e.byte is the 1-based offset of the character that broke the parse.
-      size_t at = e.byte == 0 ? 0 : std::min<size_t>(e.byte - 1, text.size());
-      int line = 1, column = 1;
-      for (size_t i = 0; i < at; i++) {
-        if (text[i] == '\n') {
-          line++;
-          column = 1;
-        } else {
-          column++;
-        }
-      }
+      LineColumn(text, e.byte == 0 ? 0 : e.byte - 1, &line, &column);
       std::string what = e.what();
       // "[json.exception.parse_error.101] parse error at line 3, column 5: x"
       size_t colon = what.find(": ");
       if (colon != std::string::npos) what = what.substr(colon + 2);
       *error = Where(source, line, column) + "not valid JSON: " + what;
+      return false;
+    } catch (const Json::exception& e) {
+      *error = source + ": not valid JSON: " + e.what();
       return false;
     }
     return true;
@@ -206,6 +257,9 @@ bool ParseManifest(const std::string& text, const std::string& source, Manifest*
     docs = YAML::LoadAll(text);
   } catch (const YAML::Exception& e) {
     *error = Where(source, e.mark.line + 1, e.mark.column + 1) + "not valid YAML: " + e.msg;
+    return false;
+  } catch (const std::exception& e) {
+    *error = source + ": not valid YAML: " + e.what();
     return false;
   }
   for (const auto& d : docs) {

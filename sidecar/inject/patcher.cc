@@ -21,6 +21,7 @@ struct PodTemplate {
   Json* holder = nullptr;    // the object with metadata and spec
   Json* metadata = nullptr;  // created when missing
   bool metadata_created = false;
+  std::string problem;  // set (and nothing else) when it cannot be patched
   Json* spec = nullptr;
   bool job = false;  // Job or CronJob: its pods must complete
 };
@@ -50,7 +51,11 @@ bool Locate(Json* obj, PodTemplate* t) {
   }
   if (!holder->is_object() || !holder->contains("spec") || !(*holder)["spec"].is_object())
     return false;
-  if (!holder->contains("metadata") || !(*holder)["metadata"].is_object()) {
+  if (holder->contains("metadata") && !(*holder)["metadata"].is_object()) {
+    t->problem = "the pod's metadata is not a mapping";
+    return true;
+  }
+  if (!holder->contains("metadata")) {
     (*holder)["metadata"] = Json::object();
     t->metadata_created = true;
   }
@@ -73,6 +78,30 @@ void Describe(const Json& obj, Report* r) {
   if (m.contains("namespace") && m["namespace"].is_string()) r->namespace_ = m["namespace"];
 }
 
+// Typed reads that never throw: the input is whatever the user (or a
+// fuzzer) wrote, and a wrong type is the same as absent.
+std::string Str(const Json& o, const char* key) {
+  if (!o.is_object()) return "";
+  auto it = o.find(key);
+  return it != o.end() && it->is_string() ? it->get<std::string>() : "";
+}
+bool IsTrue(const Json& o, const char* key) {
+  if (!o.is_object()) return false;
+  auto it = o.find(key);
+  return it != o.end() && it->is_boolean() && it->get<bool>();
+}
+bool IsInt(const Json& o, const char* key, int64_t want) {
+  if (!o.is_object()) return false;
+  auto it = o.find(key);
+  return it != o.end() && it->is_number_integer() && it->get<int64_t>() == want;
+}
+// A list the patcher appends to: absent (created) or an array; anything
+// else is refused, never overwritten.
+bool ListOrAbsent(const Json& o, const char* key) {
+  return !o.contains(key) || o[key].is_array();
+}
+std::string Dump(const Json& v) { return v.dump(-1, ' ', false, Json::error_handler_t::replace); }
+
 // A string-valued entry of a string map (labels, annotations); null if
 // absent or not a string.
 const Json* MapString(const Json& meta, const char* map, const std::string& key) {
@@ -90,11 +119,20 @@ Json* FindNamed(Json& list, const std::string& name) {
   return nullptr;
 }
 
-bool EraseNamed(Json& list, const std::string& name) {
+// Erases the last entry named `name` (what the patcher added is appended,
+// so the last one is its own when someone added a namesake later), and of
+// those, one with `also` among its fields if there is one.
+bool EraseNamed(Json& list, const std::string& name, const Json& also = Json::object()) {
   if (!list.is_array()) return false;
-  for (auto it = list.begin(); it != list.end(); ++it) {
-    if (it->is_object() && it->contains("name") && (*it)["name"] == name) {
-      list.erase(it);
+  for (int pass = also.empty() ? 1 : 0; pass < 2; pass++) {
+    for (size_t i = list.size(); i-- > 0;) {
+      const Json& item = list[i];
+      if (!item.is_object() || !item.contains("name") || item["name"] != name) continue;
+      bool match = true;
+      if (pass == 0)
+        for (const auto& [k, v] : also.items()) match = match && item.contains(k) && item[k] == v;
+      if (!match) continue;
+      list.erase(list.begin() + long(i));
       return true;
     }
   }
@@ -315,18 +353,17 @@ bool ForwardForm(const Json& probe, const Json& container, Json* out, std::strin
   *out = probe;
   for (const char* handler : {"httpGet", "tcpSocket"}) {
     if (!probe.contains(handler) || !probe[handler].is_object()) continue;
-    const Json& port = probe[handler]["port"];
-    if (!port.is_string()) continue;
-    const std::string name = port;
-    if (!name.empty() && std::all_of(name.begin(), name.end(), ::isdigit)) {
+    auto port_it = probe[handler].find("port");
+    if (port_it == probe[handler].end() || !port_it->is_string()) continue;
+    const std::string name = *port_it;
+    if (!name.empty() && name.size() <= 5 && std::all_of(name.begin(), name.end(), ::isdigit)) {
       (*out)[handler]["port"] = std::stoi(name);
       continue;
     }
     bool found = false;
     if (container.contains("ports") && container["ports"].is_array()) {
       for (const Json& p : container["ports"]) {
-        if (p.is_object() && p.contains("name") && p["name"] == name &&
-            p.contains("containerPort")) {
+        if (Str(p, "name") == name && p.contains("containerPort")) {
           (*out)[handler]["port"] = p["containerPort"];
           found = true;
         }
@@ -334,7 +371,7 @@ bool ForwardForm(const Json& probe, const Json& container, Json* out, std::strin
     }
     if (!found) {
       *why = "the " + std::string(handler) + " port " + Quote(name) +
-             " of a probe is not a port of container " + container.value("name", "");
+             " of a probe is not a port of container " + Str(container, "name");
       return false;
     }
   }
@@ -345,7 +382,13 @@ bool ForwardForm(const Json& probe, const Json& container, Json* out, std::strin
 
 Json ReadStatus(const Json& meta, std::string* why) {
   const Json* s = MapString(meta, "annotations", kStatusAnnotation);
-  if (!s) return nullptr;
+  if (!s) {
+    const bool present = meta.contains("annotations") && meta["annotations"].is_object() &&
+                         meta["annotations"].contains(kStatusAnnotation);
+    if (!present) return nullptr;
+    *why = std::string("the annotation ") + kStatusAnnotation + " is not a string";
+    return Json::object();
+  }
   Json status = Json::parse(s->get<std::string>(), nullptr, false);
   if (status.is_discarded() || !status.is_object() || !status.contains("sidecar") ||
       !status["sidecar"].is_string() || !status.contains("in") || !status["in"].is_string() ||
@@ -361,10 +404,12 @@ bool Contains(const Json& list, const char* what) {
   return list.is_array() && std::find(list.begin(), list.end(), what) != list.end();
 }
 
-// Restores map[key] to `original` (null: absent).
-void RestoreMapEntry(Json& map, const std::string& key, const Json& original) {
+// Restores map[key] to `original` (null: absent, unless `was_null`: there
+// with the value null).
+void RestoreMapEntry(Json& map, const std::string& key, const Json& original,
+                     bool was_null = false) {
   if (!map.is_object()) return;
-  if (original.is_null()) {
+  if (original.is_null() && !was_null) {
     map.erase(key);
   } else {
     map[key] = original;
@@ -410,13 +455,13 @@ bool Remove(PodTemplate& t, const Json& status, std::string* why) {
     if (container->contains("volumeMounts")) {
       Json& mounts = (*container)["volumeMounts"];
       for (const Json& m : c.value("volumeMounts", Json::array()))
-        if (m.is_string()) EraseNamed(mounts, m.get<std::string>());
+        if (m.is_string()) EraseNamed(mounts, m.get<std::string>(), {{"mountPath", kMountPath}});
       if (mounts.is_array() && mounts.empty() && Contains(ccreated, "volumeMounts"))
         container->erase("volumeMounts");
     }
     if (c.contains("probes") && c["probes"].is_object()) {
       for (const auto& [key, original] : c["probes"].items())
-        RestoreMapEntry(*container, key, original);
+        RestoreMapEntry(*container, key, original, Contains(c.value("nulls", Json()), key.c_str()));
     }
   }
   for (const char* map : {"labels", "annotations"}) {
@@ -425,12 +470,13 @@ bool Remove(PodTemplate& t, const Json& status, std::string* why) {
         RestoreMapEntry(meta[map], key, original);
     }
   }
-  if (meta.contains("annotations")) {
+  if (meta.contains("annotations") && meta["annotations"].is_object()) {
     meta["annotations"].erase(kStatusAnnotation);
     if (meta["annotations"].empty() && Contains(created, "annotations"))
       meta.erase("annotations");
   }
-  if (meta.contains("labels") && meta["labels"].empty() && Contains(created, "labels"))
+  if (meta.contains("labels") && meta["labels"].is_object() && meta["labels"].empty() &&
+      Contains(created, "labels"))
     meta.erase("labels");
   if (meta.empty() && Contains(created, "metadata")) t.holder->erase("metadata");
   return true;
@@ -456,7 +502,7 @@ Json SidecarContainer(const InjectorSettings& s, const PodConfig& pc, const Json
   for (const auto& [name, value] : pc.sidecar_env)
     env.push_back(Json{{"name", name}, {"value", value}});
   if (!app_probes.empty())
-    env.push_back(Json{{"name", "LOOPWATCH_APP_PROBES"}, {"value", app_probes.dump()}});
+    env.push_back(Json{{"name", "LOOPWATCH_APP_PROBES"}, {"value", Dump(app_probes)}});
   c["env"] = std::move(env);
   c["ports"] = Json::array({Json{{"name", kSidecarName}, {"containerPort", s.port}}});
   // The sidecar's own health. The startup probe of a native sidecar also
@@ -544,7 +590,7 @@ Report InjectFresh(PodTemplate& t, const InjectorSettings& s) {
   } else if (!s.namespace_enabled) {
     return skip("not enabled (no label loopwatch.io/inject: enabled on the pod)");
   }
-  if (spec.value("hostNetwork", false))
+  if (IsTrue(spec, "hostNetwork"))
     return skip("hostNetwork: the sidecar's port would be the node's");
   if (!spec.contains("containers") || !spec["containers"].is_array() ||
       spec["containers"].empty())
@@ -564,16 +610,25 @@ Report InjectFresh(PodTemplate& t, const InjectorSettings& s) {
       return skip(std::string("it has a container named loopwatch (in ") + list +
                   ") that loopwatch did not inject; remove it to inject");
     if (!spec.contains(list)) continue;
+    if (!spec[list].is_array()) return refuse(std::string("spec.") + list + " is not a list");
     for (const Json& c : spec[list]) {
       if (!c.is_object() || !c.contains("ports") || !c["ports"].is_array()) continue;
       for (const Json& p : c["ports"])
-        if (p.is_object() && p.value("containerPort", 0) == s.port)
+        if (IsInt(p, "containerPort", s.port))
           return refuse("port " + std::to_string(s.port) + " is the sidecar's, and container " +
-                        c.value("name", "") + " uses it");
+                        Str(c, "name") + " uses it");
     }
   }
+  if (!ListOrAbsent(spec, "volumes")) return refuse("spec.volumes is not a list");
   if (spec.contains("volumes") && FindNamed(spec["volumes"], kVolumeName))
     return refuse("it has a volume named loopwatch already");
+  for (const char* map : {"labels", "annotations"}) {
+    if (!meta.contains(map)) continue;
+    if (!meta[map].is_object()) return refuse(std::string("metadata.") + map + " is not a mapping");
+    for (const auto& [key, value] : meta[map].items())
+      if (!value.is_string())
+        return refuse(std::string("metadata.") + map + "." + key + " is not a string");
+  }
 
   // Which containers.
   std::vector<std::string> chosen = pc.containers;
@@ -581,10 +636,11 @@ Report InjectFresh(PodTemplate& t, const InjectorSettings& s) {
     const Json* dc = MapString(meta, "annotations", kDefaultContainerAnnotation);
     if (dc) {
       chosen.push_back(*dc);
-    } else if (containers[0].is_object() && containers[0].contains("name")) {
-      chosen.push_back(containers[0]["name"]);
+    } else if (!Str(containers[0], "name").empty()) {
+      chosen.push_back(Str(containers[0], "name"));
     }
   }
+  if (chosen.empty()) return refuse("its first container has no name");
   std::vector<std::string> names;
   for (const Json& c : containers)
     if (c.is_object() && c.contains("name") && c["name"].is_string()) names.push_back(c["name"]);
@@ -612,9 +668,11 @@ Report InjectFresh(PodTemplate& t, const InjectorSettings& s) {
     Json& c = *FindNamed(containers, name);
     Json record = Json::object();
     Json created = Json::array();
-    if (c.contains("volumeMounts") && c["volumeMounts"].is_array()) {
+    for (const char* list : {"env", "volumeMounts"})
+      if (!ListOrAbsent(c, list)) return refuse("container " + name + ": " + list + " is not a list");
+    if (c.contains("volumeMounts")) {
       for (const Json& m : c["volumeMounts"])
-        if (m.is_object() && m.value("mountPath", "") == kMountPath)
+        if (Str(m, "mountPath") == kMountPath)
           return refuse("container " + name + " already mounts something at " + kMountPath);
     }
     Json env_record = Json::object();
@@ -629,6 +687,7 @@ Report InjectFresh(PodTemplate& t, const InjectorSettings& s) {
     record["volumeMounts"] = Json::array({kVolumeName});
 
     Json probes = Json::object();
+    Json nulls = Json::array();
     Json forwards = Json::object();
     for (const char* key : kProbeKeys) {
       const bool wanted = (std::string(key) == "livenessProbe" && pc.liveness) ||
@@ -652,9 +711,11 @@ Report InjectFresh(PodTemplate& t, const InjectorSettings& s) {
       std::string path = ProbePath(key);
       if (several) path += "?container=" + name;
       probes[key] = original;
+      if (c.contains(key) && original.is_null()) nulls.push_back(key);  // `key: null`
       c[key] = SidecarProbe(key, original, path, s.port);
     }
     record["probes"] = probes;
+    if (!nulls.empty()) record["nulls"] = nulls;
     if (!created.empty()) record["created"] = created;
     if (!forwards.empty()) app_probes[name] = forwards;
     status["containers"][name] = record;
@@ -682,7 +743,7 @@ Report InjectFresh(PodTemplate& t, const InjectorSettings& s) {
     meta["annotations"] = Json::object();
     status["created"].push_back("annotations");
   }
-  meta["annotations"][kStatusAnnotation] = status.dump();
+  meta["annotations"][kStatusAnnotation] = Dump(status);
   r.outcome = Outcome::kInjected;
   return r;
 }
@@ -739,6 +800,11 @@ Report Uninject(Json* object) {
     r.reason = "not a workload with a pod template";
     return r;
   }
+  if (!t.problem.empty()) {
+    r.outcome = Outcome::kRefused;
+    r.reason = t.problem;
+    return r;
+  }
   std::string why;
   Json status = ReadStatus(*t.metadata, &why);
   if (status.is_null()) {
@@ -765,6 +831,11 @@ Report Inject(Json* object, const InjectorSettings& settings) {
     r.reason = "not a workload with a pod template";
     return r;
   }
+  if (!t.problem.empty()) {
+    r.outcome = Outcome::kRefused;
+    r.reason = t.problem;
+    return r;
+  }
   std::string why;
   Json status = ReadStatus(*t.metadata, &why);
   bool again = false;
@@ -779,6 +850,13 @@ Report Inject(Json* object, const InjectorSettings& settings) {
       return r;
     }
     again = true;
+    // Remove may have taken out the template's metadata: find it again.
+    t = PodTemplate();
+    if (!Locate(&copy, &t) || !t.problem.empty()) {
+      r.outcome = Outcome::kRefused;
+      r.reason = "the object has no pod template once loopwatch is taken out";
+      return r;
+    }
   }
   Report fresh = InjectFresh(t, settings);
   fresh.kind = r.kind;
