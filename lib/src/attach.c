@@ -293,6 +293,7 @@ void lw_internal_fill_slot(lw_loop_t *l, lw_seg_slot_t *s, const lw_seg_slot_t *
   lw_store64(&s->report_after_ns, l->report_after_ns);
   lw_store_field(s->name, l->name, sizeof s->name);
   lw_store_field(s->kind, l->kind, sizeof s->kind);
+  lw_store_field(s->container, l->container, sizeof s->container);
 
   uint64_t seq = lw_seqlock_adopt(&s->beat_seq);
   lw_seqlock_write_begin(&s->beat_seq, seq);

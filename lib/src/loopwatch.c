@@ -216,6 +216,11 @@ int lw_loop_open_ex(const lw_loop_options_t *opt, lw_loop_t **out) {
   l->slot = lw_internal_slot_at((uint32_t)idx);
   snprintf(l->name, sizeof l->name, "%s", opt->name);
   snprintf(l->kind, sizeof l->kind, "%s", kind);
+  /* Which container of the pod this is: set by `loopwatch inject`, so that
+   * each container's probes judge only its own loops. Cut at the field's
+   * size; Kubernetes names are shorter. */
+  const char *container = getenv("LOOPWATCH_CONTAINER");
+  snprintf(l->container, sizeof l->container, "%s", container ? container : "");
   l->interval_ns = opt->interval_ns;
   l->report_after_ns = report_after;
   l->pid = getpid();

@@ -42,6 +42,7 @@ struct lw_loop {
   unsigned epoch;    /* lw_proc.epoch of the segment that has its slot */
   char name[LW_SLOT_NAME_SIZE];
   char kind[LW_SLOT_KIND_SIZE];
+  char container[LW_SLOT_CONTAINER_SIZE]; /* LOOPWATCH_CONTAINER at open */
   pid_t tid;
   pid_t pid;
   uint64_t opened_ns;

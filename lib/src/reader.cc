@@ -333,6 +333,7 @@ bool SegmentReader::ReadSlot(uint32_t index, SlotSnapshot* out) {
         out->report_after_ns = Load(&s->report_after_ns);
         lw_load_field(out->name, s->name, sizeof out->name);
         lw_load_field(out->kind, s->kind, sizeof out->kind);
+        lw_load_field(out->container, s->container, sizeof out->container);
       })) {
     // Never settled, or a claim under way (odd generation).
     out->claiming = (Load(&s->generation) & 1u) != 0;

@@ -67,6 +67,7 @@ struct SlotSnapshot {
   uint64_t report_after_ns = 0;
   char name[LW_SLOT_NAME_SIZE] = {};
   char kind[LW_SLOT_KIND_SIZE] = {};
+  char container[LW_SLOT_CONTAINER_SIZE] = {};  // since 1.1; "" when not set
 
   uint64_t beat_count = 0;
   uint64_t last_beat_ns = 0;

@@ -48,7 +48,7 @@
  * release store, by the process that initialises the segment. */
 #define LW_SEG_MAGIC UINT64_C(0x48435457504F4F4C)
 #define LW_SEG_VERSION_MAJOR 1
-#define LW_SEG_VERSION_MINOR 0
+#define LW_SEG_VERSION_MINOR 1
 
 #define LW_SEG_HEADER_SIZE 256u
 #define LW_SEG_SLOT_SIZE 8192u
@@ -89,6 +89,7 @@
 
 #define LW_SLOT_NAME_SIZE 64u
 #define LW_SLOT_KIND_SIZE 16u
+#define LW_SLOT_CONTAINER_SIZE 64u /* a Kubernetes container name is at most 63 */
 #define LW_ACTIVITY_SIZE 64u
 #define LW_SYSCALL_NAME_SIZE 32u
 #define LW_WCHAN_SIZE 32u
@@ -138,7 +139,10 @@ typedef struct lw_seg_slot {
   uint32_t reserved2;        /* 324 */
   uint64_t activity_seq;     /* 328 guards activity */
   char activity[LW_ACTIVITY_SIZE]; /* 336 */
-  uint8_t reserved3[112];    /* 400..511 */
+  char container[LW_SLOT_CONTAINER_SIZE]; /* 400 since 1.1: the pod's container
+                                  (LOOPWATCH_CONTAINER), written with the
+                                  identity at claim, under `generation` */
+  uint8_t reserved3[48];     /* 464..511 */
 
   /* Stall report: written by the watchdog thread, guarded by report_seq. */
   uint64_t report_seq;       /* 512 */
@@ -179,6 +183,7 @@ LW_STATIC_ASSERT(offsetof(lw_seg_slot_t, lag_bucket) == 176, "layout");
 LW_STATIC_ASSERT(offsetof(lw_seg_slot_t, ready) == 320, "layout");
 LW_STATIC_ASSERT(offsetof(lw_seg_slot_t, activity_seq) == 328, "layout");
 LW_STATIC_ASSERT(offsetof(lw_seg_slot_t, activity) == 336, "layout");
+LW_STATIC_ASSERT(offsetof(lw_seg_slot_t, container) == 400, "layout");
 LW_STATIC_ASSERT(offsetof(lw_seg_slot_t, report_seq) == 512, "layout");
 LW_STATIC_ASSERT(offsetof(lw_seg_slot_t, loop_cpu_ns) == 552, "layout");
 LW_STATIC_ASSERT(offsetof(lw_seg_slot_t, report_state) == 560, "layout");

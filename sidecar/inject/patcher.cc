@@ -227,7 +227,9 @@ bool ReadPodConfig(const Json& meta, const InjectorSettings& s, PodConfig* pc,
   if (!meta.contains("annotations") || !meta["annotations"].is_object()) return true;
   const std::string prefix = kConfigPrefix;
   Config scratch;
-  for (const auto& [name, value] : meta["annotations"].items()) {
+  for (const auto& item : meta["annotations"].items()) {
+    const std::string name = item.key();  // not a binding: lambdas capture it
+    const Json& value = item.value();
     if (name.compare(0, prefix.size(), prefix) != 0) continue;
     const std::string key = name.substr(prefix.size());
     if (!value.is_string()) {

@@ -52,6 +52,7 @@ constexpr uint64_t kLag3 = 40000000;  // 40 ms: bucket 5 (<= 50 ms)
 constexpr uint64_t kT2 = kT1 + kInterval + kLag2;
 constexpr uint64_t kT3 = kT2 + kInterval + kLag3;
 constexpr char kActivity[] = "GET /golden";
+constexpr char kContainer[] = "golden-app";  // LOOPWATCH_CONTAINER
 
 // ---- the mask ------------------------------------------------------------
 // Bytes that differ from run to run (random or time- or pid-dependent) and
@@ -96,6 +97,7 @@ std::string Str(const std::vector<uint8_t>& b, size_t off, size_t size) {
 // Creates the golden segment in `path` (in an isolated process).
 void MakeGoldenSegment(const std::string& path, lw_loop_t** out) {
   lwtest::SetSegmentEnv(path, kSlots);
+  setenv("LOOPWATCH_CONTAINER", kContainer, 1);
   lw_loop_options_t o{};
   o.struct_size = sizeof o;
   o.name = kName;
@@ -147,7 +149,7 @@ std::string FormatDump(const std::string& section,
 std::string GoldenText(const std::vector<uint8_t>& header,
                        const std::vector<uint8_t>& slot0) {
   std::ostringstream o;
-  o << "# Golden dump of a loopwatch segment, format v1.0 (lib/FORMAT.md).\n"
+  o << "# Golden dump of a loopwatch segment, format v1.1 (lib/FORMAT.md).\n"
        "# Checked by tests/lib/golden_test.cc; regenerate only for a format\n"
        "# change: LOOPWATCH_UPDATE_GOLDEN=1 ./golden_test, then review.\n"
        "#\n"
@@ -319,7 +321,8 @@ const FieldDoc kSlotFields[] = {
     LW_FIELD(lw_seg_slot_t, reserved2, 324, 4),
     LW_FIELD(lw_seg_slot_t, activity_seq, 328, 8),
     LW_FIELD(lw_seg_slot_t, activity, 336, 64),
-    LW_FIELD(lw_seg_slot_t, reserved3, 400, 112),
+    LW_FIELD(lw_seg_slot_t, container, 400, 64),
+    LW_FIELD(lw_seg_slot_t, reserved3, 464, 48),
     LW_FIELD(lw_seg_slot_t, report_seq, 512, 8),
     LW_FIELD(lw_seg_slot_t, stall_count, 520, 8),
     LW_FIELD(lw_seg_slot_t, stall_start_ns, 528, 8),
@@ -387,7 +390,7 @@ TEST(Golden, WrittenValuesLandAtDocumentedOffsets) {
     ASSERT_EQ(h.size(), LW_SEG_HEADER_SIZE);
     EXPECT_EQ(Le(h, 0, 8), LW_SEG_MAGIC);
     EXPECT_EQ(Le(h, 8, 2), 1u);   // version_major
-    EXPECT_EQ(Le(h, 10, 2), 0u);  // version_minor
+    EXPECT_EQ(Le(h, 10, 2), 1u);  // version_minor
     EXPECT_EQ(Le(h, 12, 4), 256u);
     EXPECT_EQ(Le(h, 16, 4), 8192u);
     EXPECT_EQ(Le(h, 20, 4), kSlots);
@@ -433,6 +436,7 @@ TEST(Golden, WrittenValuesLandAtDocumentedOffsets) {
     EXPECT_EQ(Le(s, 320, 4), 0u);  // ready
     EXPECT_EQ(Le(s, 328, 8) % 2, 0u);
     EXPECT_EQ(Str(s, 336, 64), kActivity);
+    EXPECT_EQ(Str(s, 400, 64), kContainer);
     EXPECT_EQ(Le(s, 560, 4), LW_REPORT_NONE);
     EXPECT_EQ(static_cast<int32_t>(Le(s, 568, 4)), -1);  // syscall_nr
     EXPECT_EQ(Le(s, 572, 4), 0u);                        // text_len
@@ -450,6 +454,7 @@ TEST(Golden, WrittenValuesLandAtDocumentedOffsets) {
     EXPECT_STREQ(sn.activity, kActivity);
     EXPECT_STREQ(sn.name, kName);
     EXPECT_STREQ(sn.kind, kKind);
+    EXPECT_STREQ(sn.container, kContainer);
     ASSERT_EQ(lw_loop_close(loop), 0);
 
     // Closing writes the state word, and only it, in the identity.

@@ -87,7 +87,7 @@ TEST(Version, WriterRefusesAnotherMajorVersionNamingBoth) {
   EXPECT_EQ(r.rc, -EPROTO);
   EXPECT_TRUE(r.handle_null);
   EXPECT_NE(r.error.find("version 2.3"), std::string::npos) << r.error;
-  EXPECT_NE(r.error.find("version 1.0"), std::string::npos) << r.error;
+  EXPECT_NE(r.error.find("version 1.1"), std::string::npos) << r.error;
   EXPECT_NE(r.error.find(path), std::string::npos) << r.error;
   EXPECT_STRNE(lw_strerror(-EPROTO), "");
   EXPECT_EQ(lwtest::ReadWholeFile(path), before) << "a refused segment changed";
@@ -115,7 +115,7 @@ TEST(Version, ReaderRefusesAnotherMajorVersionNamingBoth) {
   EXPECT_TRUE(snaps.empty());
   EXPECT_EQ(r.status(), SegmentStatus::kVersionMismatch);
   EXPECT_NE(r.error().find("2.3"), std::string::npos) << r.error();
-  EXPECT_NE(r.error().find("1.0"), std::string::npos) << r.error();
+  EXPECT_NE(r.error().find("1.1"), std::string::npos) << r.error();
   EXPECT_STREQ(loopwatch::SegmentStatusName(SegmentStatus::kVersionMismatch),
                "version_mismatch");
 
@@ -125,7 +125,7 @@ TEST(Version, ReaderRefusesAnotherMajorVersionNamingBoth) {
     EXPECT_EQ(fresh.Snapshot(&snaps), SegmentStatus::kVersionMismatch);
     EXPECT_NE(fresh.error().find("version 2.3"), std::string::npos)
         << fresh.error();
-    EXPECT_NE(fresh.error().find("version 1.0"), std::string::npos)
+    EXPECT_NE(fresh.error().find("version 1.1"), std::string::npos)
         << fresh.error();
   }
   EXPECT_EQ(lwtest::ReadWholeFile(path), before);

@@ -384,7 +384,7 @@ TEST(Metrics, SidecarWideSeries) {
   auto info = e.Find("loopwatch_build_info");
   ASSERT_EQ(info.size(), 1u);
   EXPECT_EQ(info[0]->Label("version"), LOOPWATCH_VERSION);
-  EXPECT_EQ(info[0]->Label("format_version"), "1.0");
+  EXPECT_EQ(info[0]->Label("format_version"), "1.1");
   EXPECT_EQ(info[0]->value, "1");
 
   // After the hold expires.

@@ -179,7 +179,7 @@ TEST_F(StatusTest, TableShowsEveryLoopWithItsState) {
   std::string header, columns;
   std::getline(lines, header);
   std::getline(lines, columns);
-  EXPECT_EQ(header, "segment " + segment_ + " (format 1.0, 64 slots): 3 loops, 1 closed");
+  EXPECT_EQ(header, "segment " + segment_ + " (format 1.1, 64 slots): 3 loops, 1 closed");
   EXPECT_THAT(columns, ::testing::MatchesRegex(
                            "SLOT +NAME +KIND +PID +STATE +AGE +LAG_P99 +STALLS +DETAIL"));
 
@@ -239,7 +239,7 @@ TEST_F(StatusTest, Json) {
   EXPECT_EQ(out.back(), '\n');
   EXPECT_EQ(std::count(out.begin(), out.end(), '\n'), 1) << "one line";
   EXPECT_THAT(out, HasSubstr("{\"segment\":\"" + segment_ +
-                             "\",\"format_version\":\"1.0\",\"slot_count\":64,"
+                             "\",\"format_version\":\"1.1\",\"slot_count\":64,"
                              "\"loops\":[{\"slot\":0,\"name\":\"beater\""));
   EXPECT_THAT(out, HasSubstr("\"state\":\"live\""));
   EXPECT_THAT(out, HasSubstr("\"name\":\"sleeper\",\"kind\":\"test\""));
@@ -255,7 +255,7 @@ TEST_F(StatusTest, EmptySegment) {
   (void)p;
   std::string out, err;
   ASSERT_EQ(Run({"--segment", segment_}, &out, &err), 0) << err;
-  EXPECT_EQ(out, "segment " + segment_ + " (format 1.0, 64 slots): 0 loops, 1 closed\n");
+  EXPECT_EQ(out, "segment " + segment_ + " (format 1.1, 64 slots): 0 loops, 1 closed\n");
 }
 
 TEST_F(StatusTest, MissingSegmentIsExitCode1) {
@@ -287,7 +287,7 @@ TEST_F(StatusTest, OtherMajorVersionIsExitCode1) {
   std::string out, err;
   EXPECT_EQ(Run({"--segment", segment_}, &out, &err), 1);
   EXPECT_THAT(out, IsEmpty());
-  EXPECT_THAT(err, HasSubstr("has format version 9.0; this reader understands version 1."));
+  EXPECT_THAT(err, HasSubstr("has format version 9.1; this reader understands version 1."));
 }
 
 TEST_F(StatusTest, NotASegmentIsExitCode1) {
