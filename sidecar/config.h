@@ -65,6 +65,9 @@ struct Config {
   Duration http_timeout = std::chrono::seconds(1);
   LogFormat log_format = LogFormat::kJson;
   LogLevel log_level = LogLevel::kInfo;
+  // The watched containers' own probes, JSON (app_probes.h); set by
+  // `loopwatch inject`. "": none.
+  std::string app_probes;
 };
 
 // One problem found while loading; exit code 2.

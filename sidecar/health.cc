@@ -177,6 +177,7 @@ Health::Track* Health::TrackSlot(const SlotSnapshot& s, int64_t now_ns,
   v.generation = s.generation;
   v.name = s.name;
   v.kind = s.kind;
+  v.container = s.container;
   v.pid = s.pid;
   v.interval_ns = int64_t(s.interval_ns);
   t->opened_ns = PlausibleAge(s.opened_ns, now_ns, kMaxPlausibleAgeNs)
@@ -476,6 +477,10 @@ std::shared_ptr<const View> Health::Publish(SegmentStatus status,
       } else if (v.beats > 0) {
         beaten++;
       }
+      if (!v.container.empty()) {
+        containers_seen_.insert(v.container);
+        if (v.beats > 0) containers_beaten_.insert(v.container);
+      }
       view->loops.push_back(v);
     }
     for (auto& t : departed_) view->loops.push_back(t->view);
@@ -511,6 +516,28 @@ void Health::JudgeDead(Track* t, int64_t now_ns) {
 }
 
 void Health::Judge(View* v) const {
+  const std::string waiting = "waiting for " + std::to_string(config_.expect_loops) + " loops to beat";
+  Verdicts pod = JudgeLoops(*v, v->started, waiting, [](const LoopView&) { return true; });
+  v->live = pod.live;
+  v->ready = pod.ready;
+  v->startup = pod.startup;
+  for (const std::string& name : containers_seen_) {
+    ContainerVerdicts c;
+    c.name = name;
+    c.beaten = containers_beaten_.count(name) > 0;
+    Verdicts cv = JudgeLoops(*v, c.beaten, "waiting for a loop of container " + name + " to beat",
+                             [&](const LoopView& l) { return l.container == name; });
+    c.live = std::move(cv.live);
+    c.ready = std::move(cv.ready);
+    c.startup = std::move(cv.startup);
+    v->containers.push_back(std::move(c));
+  }
+}
+
+Health::Verdicts Health::JudgeLoops(const View& vw, bool started, const std::string& waiting,
+                                    const std::function<bool(const LoopView&)>& keep) const {
+  Verdicts out;
+  const View* v = &vw;
   if (v->segment != SegmentStatus::kOk) {
     // The reader's error quotes the file (its magic, its versions): the
     // verdicts, which the public port serves, say only what the status is.
@@ -520,16 +547,16 @@ void Health::Judge(View* v) const {
       // Loops were live and can no longer be seen: a stall of theirs would
       // pass unseen. Failing makes the kubelet restart the app, which
       // creates the segment again (docs/kubernetes.md, LoopwatchSegmentLost).
-      v->live = {false, why + " for " + HumanDuration(unreadable) + " after " +
-                            std::to_string(v->loops_lost) +
-                            (v->loops_lost == 1 ? " loop was" : " loops were") +
-                            " live: they cannot be watched"};
+      out.live = {false, why + " for " + HumanDuration(unreadable) + " after " +
+                             std::to_string(v->loops_lost) +
+                             (v->loops_lost == 1 ? " loop was" : " loops were") +
+                             " live: they cannot be watched"};
     } else {
-      v->live = {true, "ok: liveness not judged: " + why};
+      out.live = {true, "ok: liveness not judged: " + why};
     }
-    v->ready = {false, why};
-    v->startup = v->started ? Verdict{true, "ok: started"} : Verdict{false, why};
-    return;
+    out.ready = {false, why};
+    out.startup = started ? Verdict{true, "ok: started"} : Verdict{false, why};
+    return out;
   }
   size_t present = 0, failing = 0, live_count = 0;
   const LoopView* first_fail = nullptr;
@@ -537,6 +564,7 @@ void Health::Judge(View* v) const {
   // Loops present but not live, by state, for the "ok" body: "1 lagging".
   size_t by_state[static_cast<size_t>(LoopState::kGone) + 1] = {};
   for (const LoopView& l : v->loops) {
+    if (!keep(l)) continue;
     if (l.state == LoopState::kGone) continue;
     if (l.state == LoopState::kDead && !l.failing_liveness) continue;
     present++;
@@ -565,11 +593,11 @@ void Health::Judge(View* v) const {
                               ? failing > 0
                               : (present > 0 && failing == present);
   if (live_fails) {
-    v->live = {false, fail_reason(*first_fail)};
+    out.live = {false, fail_reason(*first_fail)};
   } else if (failing > 0) {
-    v->live = {true, "ok: " + std::to_string(present - failing) + " of " +
-                         std::to_string(present) + " loops healthy (policy all); " +
-                         fail_reason(*first_fail)};
+    out.live = {true, "ok: " + std::to_string(present - failing) + " of " +
+                          std::to_string(present) + " loops healthy (policy all); " +
+                          fail_reason(*first_fail)};
   } else {
     std::string body = "ok: " + std::to_string(present) + " loops, " +
                        std::to_string(live_count) + " live";
@@ -577,27 +605,28 @@ void Health::Judge(View* v) const {
       const size_t n = by_state[static_cast<size_t>(st)];
       if (n) body += ", " + std::to_string(n) + " " + LoopStateName(st);
     }
-    v->live = {true, body};
+    out.live = {true, body};
   }
-  if (!v->started) {
+  if (!started) {
     uint32_t beaten = 0;
     for (const LoopView& l : v->loops) {
-      if (l.beats > 0 && l.state != LoopState::kDead && l.state != LoopState::kGone) beaten++;
+      if (keep(l) && l.beats > 0 && l.state != LoopState::kDead && l.state != LoopState::kGone)
+        beaten++;
     }
-    const std::string why = "waiting for " + std::to_string(config_.expect_loops) +
-                            " loops to beat (" + std::to_string(beaten) + " so far)";
-    v->startup = {false, why};
-    v->ready = {false, why};
-    return;
+    const std::string why = waiting + " (" + std::to_string(beaten) + " so far)";
+    out.startup = {false, why};
+    out.ready = {false, why};
+    return out;
   }
-  v->startup = {true, "ok: started"};
+  out.startup = {true, "ok: started"};
   if (!unready_why.empty()) {
-    v->ready = {false, unready_why};
+    out.ready = {false, unready_why};
   } else if (present == 0) {
-    v->ready = {false, "no loops"};
+    out.ready = {false, "no loops"};
   } else {
-    v->ready = {true, "ok: " + std::to_string(present) + " loops ready"};
+    out.ready = {true, "ok: " + std::to_string(present) + " loops ready"};
   }
+  return out;
 }
 
 std::string Health::NotReadyReason(const LoopView& l) const {

@@ -13,7 +13,9 @@
 
 #include <array>
 #include <cstdint>
+#include <functional>
 #include <map>
+#include <set>
 #include <memory>
 #include <string>
 #include <string_view>
@@ -70,8 +72,16 @@ class Health {
   // Adds or updates a stall in the bounded history for /debug/stalls.
   void RememberStall(const StallRecord& s);
   void JudgeDead(Track* t, int64_t now_ns);
-  // The three verdicts of a View whose loops are filled in.
+  // The three verdicts of a View whose loops are filled in, for the pod and
+  // for each container.
   void Judge(View* v) const;
+  struct Verdicts {
+    Verdict live, ready, startup;
+  };
+  // The verdicts on the loops `keep` accepts; `started`: their startup
+  // passed, else `waiting` says what it waits for.
+  Verdicts JudgeLoops(const View& v, bool started, const std::string& waiting,
+                      const std::function<bool(const LoopView&)>& keep) const;
   // Text from the app's memory as the sidecar keeps it: query string values
   // redacted unless redact_query is off.
   std::string AppText(std::string_view text) const;
@@ -85,6 +95,8 @@ class Health {
   uint64_t polls_ = 0;
   uint64_t next_stall_id_ = 1;
   bool started_ = false;
+  std::set<std::string> containers_beaten_;  // containers a loop of which beat
+  std::set<std::string> containers_seen_;
   SegmentStatus last_status_ = SegmentStatus::kOk;
   bool first_status_ = true;
   int64_t unreadable_since_ns_ = 0;  // 0 while readable

@@ -80,6 +80,7 @@ struct LoopView {
   uint32_t generation = 0;
   std::string name;
   std::string kind;
+  std::string container;      // the pod container it runs in ("" unknown)
   uint32_t pid = 0;
   LoopState state = LoopState::kStarting;
   bool ready = true;          // the app's own flag
@@ -107,6 +108,18 @@ struct Verdict {
   std::string reason;  // one line, e.g. "loop uvicorn-7 stalled 6.2s (...)"
 };
 
+// The verdicts on one container's loops (a probe with ?container=NAME, as
+// `loopwatch inject` writes them when it watches several containers).
+struct ContainerVerdicts {
+  std::string name;
+  // A loop of this container has beaten since the sidecar started: until
+  // then its probes are answered by the container's own (forwarded).
+  bool beaten = false;
+  Verdict live;
+  Verdict ready;
+  Verdict startup;
+};
+
 // An immutable picture of every loop and the three verdicts, published once
 // per poll; the HTTP threads answer from the latest one.
 struct View {
@@ -120,6 +133,8 @@ struct View {
   Verdict ready;
   Verdict startup;
   bool started = false;          // expect_loops have beaten at least once
+  // Per container, by name, for every container a loop has named.
+  std::vector<ContainerVerdicts> containers;
   // Sidecar-wide totals, monotonic over the sidecar's life.
   std::array<uint64_t, kStallClasses> stalls_total{};
   uint64_t deaths_total = 0;

@@ -1,6 +1,8 @@
 // SPDX-License-Identifier: Apache-2.0
 #include "probes.h"
 
+#include <algorithm>
+
 #include "format.h"
 #include "json.h"
 
@@ -21,6 +23,15 @@ const Verdict& VerdictOf(Probe p, const View& v) {
     case Probe::kLive: break;
   }
   return v.live;
+}
+
+const Verdict& VerdictOf(Probe p, const ContainerVerdicts& c) {
+  switch (p) {
+    case Probe::kReady: return c.ready;
+    case Probe::kStartup: return c.startup;
+    case Probe::kLive: break;
+  }
+  return c.live;
 }
 
 const char* ModeName(Mode m) { return m == Mode::kObserve ? "observe" : "enforce"; }
@@ -91,6 +102,7 @@ void ProbeLoopJson(const LoopView& l, JsonWriter* w) {
 std::string LoopLine(const LoopView& l) {
   std::string s = "loop " + OneLine(l.name) + " slot=" + std::to_string(l.slot) +
                   " pid=" + std::to_string(l.pid) + " kind=" + OneLine(l.kind) +
+                  (l.container.empty() ? "" : " container=" + OneLine(l.container)) +
                   " state=" + LoopStateName(l.state) +
                   " age=" + Fixed(l.heartbeat_age_ns) + " lag=" + Fixed(l.lag_ns) +
                   " p99=" + (l.lag_p99_ns < 0 ? std::string("-") : Fixed(l.lag_p99_ns)) +
@@ -121,6 +133,7 @@ void LoopIdentityJson(const LoopView& l, JsonWriter* w) {
   w->Field("slot", l.slot);
   w->Field("name", l.name);
   w->Field("kind", l.kind);
+  if (!l.container.empty()) w->Field("container", l.container);  // since format 1.1
   w->Field("pid", l.pid);
   w->Field("state", LoopStateName(l.state));
 }
@@ -131,10 +144,41 @@ bool ViewIsStale(const View& view, int64_t now_ns, const Config& config) {
 
 // ---------------------------------------------------------------- probes
 
+const ContainerVerdicts* FindContainer(const View& view, std::string_view name) {
+  for (const ContainerVerdicts& c : view.containers)
+    if (c.name == name) return &c;
+  return nullptr;
+}
+
+bool ContainerAwaitsLoops(const View& view, std::string_view name) {
+  const ContainerVerdicts* c = FindContainer(view, name);
+  return !c || !c->beaten;
+}
+
+bool ValidContainerName(std::string_view name) {
+  if (name.empty() || name.size() > 63) return false;
+  for (char ch : name)
+    if (!((ch >= 'a' && ch <= 'z') || (ch >= '0' && ch <= '9') || ch == '-')) return false;
+  return name.front() != '-' && name.back() != '-';
+}
+
 ProbeResponse AnswerProbe(Probe probe, const View& view, const Config& config,
                           const Hold& hold, int64_t now_ns, bool detail_json,
-                          bool verbose) {
-  const Verdict& verdict = VerdictOf(probe, view);
+                          bool verbose, std::string_view container) {
+  Verdict awaiting;
+  const Verdict* chosen = &VerdictOf(probe, view);
+  if (!container.empty()) {
+    const ContainerVerdicts* c = FindContainer(view, container);
+    if (!c || !c->beaten) {
+      awaiting = {true, "ok: no loop of container " + std::string(container) +
+                            " has beaten yet, and it has no probe of its own"};
+      chosen = &awaiting;
+    } else {
+      chosen = &VerdictOf(probe, *c);
+    }
+  }
+  const Verdict& verdict = *chosen;
+  auto listed = [&](const LoopView& l) { return container.empty() || l.container == container; };
   const bool observe = config.mode == Mode::kObserve;
   // The hold is read once: Active() and the remaining time must agree.
   Hold::State held;
@@ -190,8 +234,10 @@ ProbeResponse AnswerProbe(Probe probe, const View& view, const Config& config,
     w.Field("stale", stale);
     w.Field("poll", view.poll);
     SegmentJson(view, false, &w);
+    if (!container.empty()) w.Field("container", container);
     w.Key("loops").BeginArray();
-    for (const LoopView& l : view.loops) ProbeLoopJson(l, &w);
+    for (const LoopView& l : view.loops)
+      if (listed(l)) ProbeLoopJson(l, &w);
     w.EndArray();
     w.EndObject();
     r.content_type = kJsonType;
@@ -206,8 +252,11 @@ ProbeResponse AnswerProbe(Probe probe, const View& view, const Config& config,
     r.body += "segment " + std::string(SegmentStatusName(view.segment));
     r.body += ", mode " + std::string(ModeName(config.mode)) + ", view " +
               Fixed(ViewAge(view, now_ns)) + " old, " +
-              std::to_string(view.loops.size()) + " loops\n";
+              std::to_string(std::count_if(view.loops.begin(), view.loops.end(), listed)) +
+              " loops" + (container.empty() ? "" : " of container " + std::string(container)) +
+              "\n";
     for (const LoopView& l : view.loops) {
+      if (!listed(l)) continue;
       r.body += LoopLine(l);
       r.body += '\n';
     }

@@ -20,6 +20,7 @@
 
 #include <cstdint>
 #include <string>
+#include <string_view>
 
 #include "config.h"
 #include "hold.h"
@@ -40,10 +41,23 @@ const char* ProbeName(Probe p);
 
 // The answer to /livez, /readyz or /startupz. `detail_json`: the JSON form
 // (Accept: application/json or ?format=json); `verbose`: text with one line
-// per loop after the verdict line.
+// per loop after the verdict line. `container` (?container=NAME): the
+// verdict on that container's loops only, and only they are listed; while
+// no loop of it has beaten, the probe passes (a container with a probe of
+// its own gets that one's answer instead: ContainerAwaitsLoops and
+// forward.h, in the HTTP layer).
 ProbeResponse AnswerProbe(Probe probe, const View& view, const Config& config,
                           const Hold& hold, int64_t now_ns, bool detail_json,
-                          bool verbose);
+                          bool verbose, std::string_view container = {});
+
+// The verdicts of container `name`, null if no loop has named it.
+const ContainerVerdicts* FindContainer(const View& view, std::string_view name);
+// True while no loop of container `name` has beaten: its probes are not
+// judged on loops yet.
+bool ContainerAwaitsLoops(const View& view, std::string_view name);
+// A container name as Kubernetes allows it (an RFC 1123 label: 1..63 of
+// a-z, 0-9 and '-', alphanumeric at both ends).
+bool ValidContainerName(std::string_view name);
 
 // /healthz: the sidecar itself. 200 while the poll thread publishes views
 // (the view is younger than 3 poll intervals + 1 s), else 503.
@@ -63,7 +77,8 @@ std::string StallsJson(const View& view, int64_t now_ns);
 std::string HoldJson(const Hold& hold, const Config& config, int64_t now_ns);
 
 // The fields that name a loop in every JSON answer (the probes' detail,
-// /debug/loops, `loopwatch status --json`): slot, name, kind, pid, state.
+// /debug/loops, `loopwatch status --json`): slot, name, kind, container
+// (when the loop names one), pid, state.
 void LoopIdentityJson(const LoopView& l, JsonWriter* w);
 
 // True when the view is older than the poll thread's deadline.

@@ -4,6 +4,7 @@
 #include <cctype>
 #include <utility>
 
+#include "app_probes.h"
 #include "json.h"
 #include "segment_layout.h"  // LW_SEG_MAX_SLOTS
 
@@ -218,6 +219,28 @@ Setting PathSetting(const char* key, std::string Config::*field,
   return s;
 }
 
+// The containers' own probes (app_probes.h), as `loopwatch inject` writes
+// them; checked whole at start.
+Setting AppProbesSetting() {
+  Setting s;
+  s.key = "app_probes";
+  s.metavar = "JSON";
+  s.help = "the watched containers' own probes, asked until their loops beat (set by inject)";
+  s.kind = Kind::kString;
+  s.parse = [](const std::string& text, Config* c, std::string* why) {
+    AppProbes probes;
+    std::string error;
+    if (!AppProbes::Parse(text, &probes, &error)) {
+      *why = "is not valid: " + error;
+      return false;
+    }
+    c->app_probes = text;
+    return true;
+  };
+  s.format = [](const Config& c) { return c.app_probes; };
+  return s;
+}
+
 Setting AddressSetting(const char* key, ListenAddress Config::*field, const char* help) {
   Setting s;
   s.key = key;
@@ -358,6 +381,7 @@ const std::vector<Setting>& Settings() {
          {"warn", LogLevel::kWarn},
          {"error", LogLevel::kError}},
         "least severe level logged"));
+    t.push_back(AppProbesSetting());
     return t;
   }();
   return table;

@@ -31,8 +31,8 @@ bool EqualsNoCase(std::string_view a, std::string_view b) {
 // (use a worker) for anything else, or for a parameter we read given twice
 // with different values (httplib's multimap would pick one of them).
 bool ParseFastQuery(std::string_view q, FastRequest* r) {
-  bool has_format = false, has_verbose = false;
-  std::string_view format, verbose;
+  bool has_format = false, has_verbose = false, has_container = false;
+  std::string_view format, verbose, container;
   while (!q.empty()) {
     size_t amp = q.find('&');
     std::string_view kv = q.substr(0, amp);
@@ -56,8 +56,14 @@ bool ParseFastQuery(std::string_view q, FastRequest* r) {
       if (has_verbose && verbose != val) return false;
       has_verbose = true;
       verbose = val;
+    } else if (key == "container") {
+      if (has_container && container != val) return false;
+      has_container = true;
+      container = val;
     }
   }
+  r->container = container;
+  r->has_container = has_container;
   if (has_format) r->json = format == "json";  // as WantsJson: the query wins
   r->verbose = has_verbose && verbose != "0" && verbose != "false" && verbose != "no";
   return true;

@@ -20,6 +20,8 @@ struct FastRequest {
   bool head = false;          // HEAD: no body
   bool json = false;          // ?format=json, or Accept: application/json
   bool verbose = false;       // ?verbose (not 0, false, no)
+  bool has_container = false; // ?container=NAME given (perhaps empty)
+  std::string_view container; // its value; points into the head
   bool close = false;         // close the connection after the response
   bool close_header = false;  // "Connection: close" in the response
 };

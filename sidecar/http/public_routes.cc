@@ -3,6 +3,7 @@
 
 #include <string_view>
 
+#include "app_probes.h"
 #include "probes.h"
 
 namespace loopwatch {
@@ -84,8 +85,17 @@ void AddPublicRoutes(GatedServer* server, const SidecarContext& ctx) {
         if (req.path == "/healthz") {
           r = HealthzResponse(*ctx.view(), ctx.clock(), *ctx.config);
         } else if (ProbeOf(req.path, &p)) {
-          r = AnswerProbe(p, *ctx.view(), *ctx.config, *ctx.hold, ctx.clock(), req.json,
-                          req.verbose);
+          std::shared_ptr<const View> view = ctx.view();
+          if (req.has_container) {
+            // A bad name, or a container whose own probe is to be asked
+            // (I/O, with its timeout): a worker answers.
+            if (!ValidContainerName(req.container)) return false;
+            if (ContainerAwaitsLoops(*view, req.container) &&
+                ctx.app_probes->Find(std::string(req.container), p))
+              return false;
+          }
+          r = AnswerProbe(p, *view, *ctx.config, *ctx.hold, ctx.clock(), req.json,
+                          req.verbose, req.container);
         } else {
           return false;
         }
@@ -101,9 +111,28 @@ void AddPublicRoutes(GatedServer* server, const SidecarContext& ctx) {
   for (Probe p : {Probe::kLive, Probe::kReady, Probe::kStartup}) {
     server->Get(std::string("/") + ProbeName(p),
                 [ctx, p](const httplib::Request& req, httplib::Response& res) {
-                  ReplyProbe(res, AnswerProbe(p, *ctx.view(), *ctx.config, *ctx.hold,
-                                              ctx.clock(), WantsJson(req),
-                                              Flag(req, "verbose")));
+                  std::shared_ptr<const View> view = ctx.view();
+                  std::string container;
+                  if (req.has_param("container")) {
+                    container = req.get_param_value("container");
+                    if (!ValidContainerName(container)) {
+                      Reply(res, 400,
+                            "bad request: ?container= must be a container name (1 to 63 "
+                            "of a-z, 0-9 and -)\n");
+                      return;
+                    }
+                    const AppProbe* own = ctx.app_probes->Find(container, p);
+                    if (own && ContainerAwaitsLoops(*view, container)) {
+                      // No loop of it has beaten: its own probe answers,
+                      // so an app that does not use the library is judged
+                      // as it was before loopwatch came.
+                      ReplyProbe(res, ForwardProbe(*own, p, container));
+                      return;
+                    }
+                  }
+                  ReplyProbe(res, AnswerProbe(p, *view, *ctx.config, *ctx.hold, ctx.clock(),
+                                              WantsJson(req), Flag(req, "verbose"),
+                                              container));
                 });
   }
   server->Get("/healthz", [ctx](const httplib::Request&, httplib::Response& res) {

@@ -69,8 +69,10 @@ bool HttpServers::Start(std::string* error) {
   const int64_t timeout_ns = std::max<int64_t>(config_.http_timeout.count(), 1000000);
   const size_t threads = std::max<uint32_t>(config_.http_threads, 1);
 
+  if (!AppProbes::Parse(config_.app_probes, &app_probes_, error)) return false;
   SidecarContext ctx;
   ctx.config = &config_;
+  ctx.app_probes = &app_probes_;
   ctx.view = [source = view_source_]() -> std::shared_ptr<const View> {
     std::shared_ptr<const View> v = source ? source() : nullptr;
     if (v) return v;
@@ -88,7 +90,10 @@ bool HttpServers::Start(std::string* error) {
   AddPublicRoutes(public_.get(), ctx);
   const bool lanes = !config_.probe_peers.empty();
   if (lanes) {
-    probe_lane_ = std::make_unique<GatedServer>("lw-prb", 1, timeout_ns);
+    // One thread answers from memory; a second when containers' own probes
+    // may be asked (network I/O, up to their timeouts).
+    probe_lane_ = std::make_unique<GatedServer>("lw-prb", app_probes_.empty() ? 1 : 2,
+                                                timeout_ns);
     probe_lane_->SetOnAccept(counted(Listener::kProbeLane));
     AddPublicRoutes(probe_lane_.get(), ctx);
   }

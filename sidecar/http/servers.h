@@ -14,6 +14,7 @@
 #include <memory>
 #include <string>
 
+#include "app_probes.h"
 #include "config.h"
 #include "hold.h"
 #include "http/gate.h"
@@ -50,6 +51,7 @@ class HttpServers {
 
  private:
   Config config_;
+  AppProbes app_probes_;  // parsed from config_.app_probes at Start
   ViewSource view_source_;
   Hold& hold_;
   SidecarMetrics& metrics_;

@@ -10,6 +10,7 @@
 #include <functional>
 #include <memory>
 
+#include "app_probes.h"
 #include "config.h"
 #include "hold.h"
 #include "http/routing.h"
@@ -23,6 +24,8 @@ struct SidecarContext {
   // The latest View; never null (an empty View before the first poll).
   std::function<std::shared_ptr<const View>()> view;
   Hold* hold = nullptr;
+  // The containers' own probes (config app_probes); never null.
+  const AppProbes* app_probes = nullptr;
   SidecarMetrics* metrics = nullptr;
   RouteLog log;                   // holds set and cleared, handler exceptions
   std::function<int64_t()> clock;  // CLOCK_MONOTONIC ns

@@ -664,7 +664,6 @@ Report InjectFresh(PodTemplate& t, const InjectorSettings& s) {
   status["created"] = Json::array();
   if (t.metadata_created) status["created"].push_back("metadata");
 
-  const bool several = chosen.size() > 1;
   Json app_probes = Json::object();
   for (const auto& name : chosen) {
     Json& c = *FindNamed(containers, name);
@@ -710,8 +709,9 @@ Report InjectFresh(PodTemplate& t, const InjectorSettings& s) {
         if (!ForwardForm(original, c, &fwd, &why)) return refuse(why);
         forwards[key] = fwd;
       }
-      std::string path = ProbePath(key);
-      if (several) path += "?container=" + name;
+      // Per container: the verdict on its own loops, and its own probe
+      // asked until they beat (the sidecar's app_probes).
+      const std::string path = std::string(ProbePath(key)) + "?container=" + name;
       probes[key] = original;
       if (c.contains(key) && original.is_null()) nulls.push_back(key);  // `key: null`
       c[key] = SidecarProbe(key, original, path, s.port);

@@ -88,6 +88,23 @@ def asio_app_bin(tmp_path_factory):
     return path
 
 
+@pytest.fixture(scope="session")
+def loops_app_bin():
+    """bench/sidecar/loops_app: built by CMake (LOOPWATCH_LOOPS_APP), or
+    found in the default build tree."""
+    given = os.environ.get("LOOPWATCH_LOOPS_APP")
+    if given:
+        return given
+    root = pathlib.Path(__file__).resolve().parent.parent.parent
+    build = pathlib.Path(os.environ.get("LOOPWATCH_BUILD_DIR") or root / "build")
+    path = build / "bench" / "sidecar" / "loopwatch_loops_app"
+    if not path.is_file():
+        pytest.fail("no loops_app at %s (build with -DLOOPWATCH_BUILD_BENCH=ON, or set "
+                    "LOOPWATCH_LOOPS_APP)" % path)
+    return str(path)
+
+
+
 class World:
     """A temp dir with one segment path, and every process a test started
     there: sidecars and apps are killed at teardown whatever happened."""

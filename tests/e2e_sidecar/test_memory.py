@@ -28,21 +28,6 @@ LOOPS = 256
 MIB = 1024 * 1024
 
 
-@pytest.fixture(scope="session")
-def loops_app_bin():
-    """bench/sidecar/loops_app: built by CMake (LOOPWATCH_LOOPS_APP), or
-    found in the default build tree."""
-    given = os.environ.get("LOOPWATCH_LOOPS_APP")
-    if given:
-        return given
-    build = pathlib.Path(os.environ.get("LOOPWATCH_BUILD_DIR") or HERE.parent.parent / "build")
-    path = build / "bench" / "sidecar" / "loopwatch_loops_app"
-    if not path.is_file():
-        pytest.fail("no loops_app at %s (build with -DLOOPWATCH_BUILD_BENCH=ON, or set "
-                    "LOOPWATCH_LOOPS_APP)" % path)
-    return str(path)
-
-
 @pytest.fixture
 def loops(world, loops_app_bin):
     """An app with LOOPS loops beating every 100 ms, in the world's segment."""

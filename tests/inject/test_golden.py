@@ -108,3 +108,43 @@ def test_uninject_gives_the_input_back(case):
         if "uninjected" not in original.stderr:
             assert load(original.stdout, ext) == load(f.read(), ext)
     assert load(back.stdout, ext) == load(original.stdout, ext)
+
+
+def sidecars(docs):
+    """The loopwatch containers of every pod in `docs` (Lists, templates)."""
+    for doc in docs:
+        if not isinstance(doc, dict):
+            continue
+        if doc.get("kind") == "List":
+            yield from sidecars(doc.get("items") or [])
+            continue
+        spec = doc.get("spec") or {}
+        for path in (["template", "spec"], ["jobTemplate", "spec", "template", "spec"], []):
+            s = spec
+            for k in path:
+                s = (s or {}).get(k)
+            if isinstance(s, dict) and "containers" in s:
+                for c in (s.get("initContainers") or []) + s["containers"]:
+                    if c.get("name") == "loopwatch":
+                        yield c
+                break
+
+
+@pytest.mark.parametrize("case", CASES)
+def test_the_sidecar_accepts_the_settings_it_is_given(case):
+    """Every LOOPWATCH_* value the injector gives the sidecar (annotations'
+    settings, the containers' own probes) is one the real sidecar takes."""
+    d, inp, ext, args = case_files(case)
+    out_path = os.path.join(d, "output" + ext)
+    if not os.path.exists(out_path):
+        pytest.skip("refused: no output")
+    with open(out_path) as f:
+        found = list(sidecars(load(f.read(), ext)))
+    if "injected" not in open(os.path.join(d, "report.txt")).read():
+        assert found == [] or case in ("already-injected",)
+    for c in found:
+        env = {e["name"]: e["value"] for e in c.get("env", []) if "value" in e}
+        assert env["LOOPWATCH_SEGMENT"] == "/run/loopwatch/segment"
+        r = subprocess.run([BIN, "run", "--print-config"], capture_output=True, text=True,
+                           timeout=30, env=dict(env, PATH=os.environ.get("PATH", "")))
+        assert r.returncode == 0, (env, r.stderr)

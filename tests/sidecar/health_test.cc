@@ -5,6 +5,7 @@
 // advances by poll_interval, beats are simulated by bumping beat_count and
 // last_beat_ns in hand-built snapshots. Nothing here sleeps.
 #include "health.h"
+#include "probes.h"
 
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
@@ -1705,6 +1706,47 @@ TEST_F(HealthTest, LagP99IgnoresAFewSlowBeatsAmongMany) {
   s.last_beat_ns = uint64_t(now - 1 * kMs);
   Poll();
   EXPECT_EQ(Loop("w0")->lag_p99_ns, 5 * kMs);
+}
+
+// `loopwatch inject` watching two containers: each one's verdict is judged
+// on its own loops only, and a container none of whose loops has beaten is
+// not judged yet (its probes pass, or ask its own probe).
+TEST_F(HealthTest, EachContainerIsJudgedOnItsOwnLoops) {
+  snprintf(Open(0, "web-0").container, LW_SLOT_CONTAINER_SIZE, "%s", "web");
+  snprintf(Open(1, "worker-0").container, LW_SLOT_CONTAINER_SIZE, "%s", "worker");
+  sims[1].beating = false;  // worker has opened its loop, not beaten yet
+  Warm();
+  ASSERT_EQ(view->containers.size(), 2u);
+  const ContainerVerdicts* web = FindContainer(*view, "web");
+  const ContainerVerdicts* worker = FindContainer(*view, "worker");
+  ASSERT_NE(web, nullptr);
+  ASSERT_NE(worker, nullptr);
+  EXPECT_TRUE(web->beaten);
+  EXPECT_TRUE(web->live.ok && web->ready.ok && web->startup.ok) << web->ready.reason;
+  EXPECT_FALSE(worker->beaten);
+  EXPECT_TRUE(ContainerAwaitsLoops(*view, "worker"));
+  EXPECT_TRUE(ContainerAwaitsLoops(*view, "nobody"));
+  EXPECT_FALSE(ContainerAwaitsLoops(*view, "web"));
+
+  // The worker beats, then its loop stalls: only its own liveness fails.
+  sims[1].beating = true;
+  Steps(3);
+  ASSERT_FALSE(ContainerAwaitsLoops(*view, "worker"));
+  sims[1].beating = false;
+  sims[1].watchdog = false;
+  Steps(60);
+  web = FindContainer(*view, "web");
+  worker = FindContainer(*view, "worker");
+  EXPECT_FALSE(worker->live.ok);
+  EXPECT_THAT(worker->live.reason, StartsWith("loop worker-0 stalled"));
+  EXPECT_TRUE(web->live.ok) << web->live.reason;
+  EXPECT_TRUE(web->ready.ok) << web->ready.reason;
+  EXPECT_FALSE(view->live.ok);  // the pod as a whole: any loop fails it
+  // A loop with no container (a 1.0 writer, or run by hand) counts for
+  // the pod only.
+  Open(2, "plain");
+  Steps(3);
+  EXPECT_EQ(view->containers.size(), 2u);
 }
 
 }  // namespace

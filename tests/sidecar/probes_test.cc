@@ -3,6 +3,7 @@
 // The probe answers as pure functions: hand-made Views, injected times.
 #include "probes.h"
 
+#include <gmock/gmock.h>
 #include <gtest/gtest.h>
 
 #include <atomic>
@@ -16,6 +17,10 @@
 
 namespace loopwatch {
 namespace {
+
+using ::testing::HasSubstr;
+using ::testing::Not;
+using ::testing::StartsWith;
 
 constexpr int64_t kSec = 1000000000;
 constexpr int64_t kMs = 1000000;
@@ -658,6 +663,59 @@ TEST(Probes, HoldIsSafeAcrossThreads) {
   stop = true;
   reader.join();
   EXPECT_EQ(hold.Snapshot().count, 20000u);
+}
+
+TEST(Probes, ContainerProbesJudgeThatContainerAndListOnlyItsLoops) {
+  View v = StalledView();  // uvicorn-7 (slot 1) is stalled
+  v.loops[0].container = "web";
+  v.loops[1].container = "worker";
+  v.loops[2].container = "web";
+  v.containers = {{"web", true, {true, "ok: 2 loops, 2 live"}, {true, "ok: 2 loops ready"},
+                   {true, "ok: started"}},
+                  {"worker", true, {false, kStallReason}, {false, "loop uvicorn-7 stalled 6.2s"},
+                   {true, "ok: started"}},
+                  {"batch", false, {true, "ok: 0 loops, 0 live"}, {false, "waiting"},
+                   {false, "waiting"}}};
+  Config c = TestConfig();
+  Hold hold;
+  ProbeResponse r = AnswerProbe(Probe::kLive, v, c, hold, kT0, false, true, "web");
+  EXPECT_EQ(r.status, 200);
+  EXPECT_THAT(r.body, StartsWith("ok: 2 loops, 2 live\n"));
+  EXPECT_THAT(r.body, HasSubstr("2 loops of container web\n"));
+  EXPECT_THAT(r.body, HasSubstr("loop uvicorn-1 "));
+  EXPECT_THAT(r.body, HasSubstr(" container=web "));
+  EXPECT_THAT(r.body, Not(HasSubstr("uvicorn-7")));
+  r = AnswerProbe(Probe::kLive, v, c, hold, kT0, false, false, "worker");
+  EXPECT_EQ(r.status, 503);
+  EXPECT_EQ(r.body, std::string(kStallReason) + "\n");
+  // The pod-wide probe is unchanged.
+  EXPECT_EQ(AnswerProbe(Probe::kLive, v, c, hold, kT0, false, false).status, 503);
+  // No loop of `batch` has beaten, and nobody ever heard of `other`: not
+  // judged yet, so every probe passes and says why.
+  for (const char* name : {"batch", "other"}) {
+    for (Probe p : {Probe::kLive, Probe::kReady, Probe::kStartup}) {
+      r = AnswerProbe(p, v, c, hold, kT0, false, false, name);
+      EXPECT_EQ(r.status, 200) << name;
+      EXPECT_EQ(r.body, "ok: no loop of container " + std::string(name) +
+                            " has beaten yet, and it has no probe of its own\n");
+    }
+  }
+  // JSON names the container and lists only its loops.
+  r = AnswerProbe(Probe::kReady, v, c, hold, kT0, true, false, "worker");
+  EXPECT_EQ(r.status, 503);
+  Json j = ParseOrFail(r.body);
+  EXPECT_EQ(j["container"].s, "worker");
+  ASSERT_EQ(j["loops"].a.size(), 1u);
+  EXPECT_EQ(j["loops"].a[0]["name"].s, "uvicorn-7");
+  EXPECT_EQ(j["loops"].a[0]["container"].s, "worker");
+}
+
+TEST(Probes, ContainerNamesAreKubernetesNames) {
+  for (const char* ok : {"a", "app", "web-2", "0x"}) EXPECT_TRUE(ValidContainerName(ok)) << ok;
+  EXPECT_TRUE(ValidContainerName(std::string(63, 'a')));
+  for (const char* bad : {"", "-a", "a-", "App", "a_b", "a.b", "a b", "é"})
+    EXPECT_FALSE(ValidContainerName(bad)) << bad;
+  EXPECT_FALSE(ValidContainerName(std::string(64, 'a')));
 }
 
 }  // namespace
