@@ -16,7 +16,7 @@ FROM ${BASE_IMAGE} AS build
 RUN apt-get update \
  && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends \
       g++ cmake make pkg-config binutils \
-      libcpp-httplib-dev libyaml-cpp-dev prometheus-cpp-dev libspdlog-dev nlohmann-json3-dev \
+      libcpp-httplib-dev libyaml-cpp-dev prometheus-cpp-dev libspdlog-dev nlohmann-json3-dev libssl-dev \
  && rm -rf /var/lib/apt/lists/*
 WORKDIR /src
 COPY CMakeLists.txt LICENSE ./

@@ -13,8 +13,8 @@ LW_DEB_PACKAGES=(
   libgtest-dev libgmock-dev libbenchmark-dev
   # Sidecar (private to sidecar/; the library links only libc/pthreads).
   libcpp-httplib-dev libyaml-cpp-dev prometheus-cpp-dev libspdlog-dev
-  # Manifests and AdmissionReviews (sidecar/inject), as JSON.
-  nlohmann-json3-dev
+  # Manifests and AdmissionReviews (sidecar/inject), as JSON; the webhook's TLS.
+  nlohmann-json3-dev libssl-dev
   # examples/asio.
   libasio-dev
   # clang for the libFuzzer target; its sanitizer and fuzzer runtimes.
@@ -25,8 +25,9 @@ LW_DEB_PACKAGES=(
   # uvicorn package has the `uvicorn` command, python3-uvicorn the module.
   python3-fastapi python3-uvicorn uvicorn gunicorn python3-uvloop python3-httpx
   python3-requests python3-pytest python3-aiohttp
-  # An independent RFC 6902 implementation: the injector's patches checked.
-  python3-jsonpatch
+  # An independent RFC 6902 implementation: the webhook's patches checked;
+  # openssl makes the test CA and certificates.
+  python3-jsonpatch openssl
   # Load and probe tools for tests and benchmarks.
   wrk curl
   # The real-pod test (tests/pod): images built from our Dockerfiles on a

@@ -16,6 +16,7 @@
 #include "hold.h"
 #include "http/servers.h"
 #include "inject/cli.h"
+#include "inject/webhook.h"
 #include "log.h"
 #include "memory.h"
 #include "loopwatch/loopwatch.h"
@@ -40,6 +41,7 @@ constexpr const char* kUsage =
     "  status    print the loops in the segment as a table (--json for JSON)\n"
     "  inject    add the sidecar to Kubernetes manifests (stdin to stdout)\n"
     "  uninject  take out what inject added\n"
+    "  webhook   the mutating admission webhook that injects at pod creation\n"
     "  version   print the version\n"
     "  help      print this help; `loopwatch run --help` lists every setting\n"
     "\n"
@@ -153,6 +155,7 @@ int main(int argc, char** argv) {
     return loopwatch::inject::InjectCommand(rest, cmd == "uninject", std::cin, std::cout,
                                             std::cerr);
   }
+  if (cmd == "webhook") return loopwatch::inject::WebhookCommand(rest, std::cout, std::cerr);
   if (cmd == "version" || cmd == "--version" || cmd == "-V") {
     std::cout << loopwatch::VersionText() << "\n";
     return 0;

@@ -11,6 +11,30 @@
 
 namespace loopwatch::inject {
 
+bool ParseQuantity(const std::string& s, double* value) {
+  static const std::regex re(
+      R"(([+]?(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+))(m|k|M|G|T|P|E|Ki|Mi|Gi|Ti|Pi|Ei|[eE][+-]?[0-9]+)?)");
+  std::smatch m;
+  if (!std::regex_match(s, m, re)) return false;
+  double v = std::stod(m[1].str());
+  const std::string suffix = m[2].str();
+  static const std::pair<const char*, double> kSuffixes[] = {
+      {"m", 1e-3}, {"k", 1e3},  {"M", 1e6},  {"G", 1e9},  {"T", 1e12},
+      {"P", 1e15}, {"E", 1e18}, {"Ki", 1024.0}, {"Mi", 1048576.0},
+      {"Gi", 1073741824.0}, {"Ti", 1099511627776.0}, {"Pi", 1125899906842624.0},
+      {"Ei", 1152921504606846976.0}};
+  if (!suffix.empty()) {
+    if (suffix[0] == 'e' || suffix[0] == 'E') {
+      v *= std::pow(10.0, std::stod(suffix.substr(1)));
+    } else {
+      for (const auto& [name, scale] : kSuffixes)
+        if (suffix == name) v *= scale;
+    }
+  }
+  *value = v;
+  return std::isfinite(v);
+}
+
 InjectorSettings::InjectorSettings() : image(std::string("loopwatch:") + LOOPWATCH_VERSION) {}
 
 namespace {
@@ -162,31 +186,6 @@ std::string Join(const std::vector<std::string>& v, const char* sep = ", ") {
 
 // ---- per-pod settings (config.loopwatch.io/<key> annotations)
 
-// Resource quantities as Kubernetes writes them ("100m", "16Mi", "1.5"),
-// in base units, for the request <= limit check; false if not one.
-bool ParseQuantity(const std::string& s, double* value) {
-  static const std::regex re(
-      R"(([+]?(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+))(m|k|M|G|T|P|E|Ki|Mi|Gi|Ti|Pi|Ei|[eE][+-]?[0-9]+)?)");
-  std::smatch m;
-  if (!std::regex_match(s, m, re)) return false;
-  double v = std::stod(m[1].str());
-  const std::string suffix = m[2].str();
-  static const std::pair<const char*, double> kSuffixes[] = {
-      {"m", 1e-3}, {"k", 1e3},  {"M", 1e6},  {"G", 1e9},  {"T", 1e12},
-      {"P", 1e15}, {"E", 1e18}, {"Ki", 1024.0}, {"Mi", 1048576.0},
-      {"Gi", 1073741824.0}, {"Ti", 1099511627776.0}, {"Pi", 1125899906842624.0},
-      {"Ei", 1152921504606846976.0}};
-  if (!suffix.empty()) {
-    if (suffix[0] == 'e' || suffix[0] == 'E') {
-      v *= std::pow(10.0, std::stod(suffix.substr(1)));
-    } else {
-      for (const auto& [name, scale] : kSuffixes)
-        if (suffix == name) v *= scale;
-    }
-  }
-  *value = v;
-  return std::isfinite(v);
-}
 
 // The sidecar settings a pod may set by annotation, as the sidecar's keys.
 const std::vector<std::string>& PodSettableKeys() {
@@ -572,8 +571,9 @@ Report InjectFresh(PodTemplate& t, const InjectorSettings& s) {
   Report r;
   Json& meta = *t.metadata;
   Json& spec = *t.spec;
-  auto skip = [&](const std::string& why) {
+  auto skip = [&](const char* code, const std::string& why) {
     r.outcome = Outcome::kSkipped;
+    r.code = code;
     r.reason = why;
     return r;
   };
@@ -585,18 +585,18 @@ Report InjectFresh(PodTemplate& t, const InjectorSettings& s) {
 
   const Json* label = MapString(meta, "labels", kInjectLabel);
   if (label) {
-    if (*label == "disabled") return skip("disabled (label loopwatch.io/inject: disabled)");
+    if (*label == "disabled") return skip("disabled", "disabled (label loopwatch.io/inject: disabled)");
     if (*label != "enabled")
       return refuse(std::string("label ") + kInjectLabel + ": " + Quote(*label) +
                     " is not enabled or disabled");
   } else if (!s.namespace_enabled) {
-    return skip("not enabled (no label loopwatch.io/inject: enabled on the pod)");
+    return skip("not_enabled", "not enabled (no label loopwatch.io/inject: enabled on the pod)");
   }
   if (IsTrue(spec, "hostNetwork"))
-    return skip("hostNetwork: the sidecar's port would be the node's");
+    return skip("host_network", "hostNetwork: the sidecar's port would be the node's");
   if (!spec.contains("containers") || !spec["containers"].is_array() ||
       spec["containers"].empty())
-    return skip("no container");
+    return skip("no_container", "no container");
 
   PodConfig pc;
   std::string why;
@@ -609,7 +609,7 @@ Report InjectFresh(PodTemplate& t, const InjectorSettings& s) {
   Json& containers = spec["containers"];
   for (const char* list : {"containers", "initContainers"}) {
     if (spec.contains(list) && FindNamed(spec[list], kSidecarName))
-      return skip(std::string("it has a container named loopwatch (in ") + list +
+      return skip("sidecar_present", std::string("it has a container named loopwatch (in ") + list +
                   ") that loopwatch did not inject; remove it to inject");
     if (!spec.contains(list)) continue;
     if (!spec[list].is_array()) return refuse(std::string("spec.") + list + " is not a list");

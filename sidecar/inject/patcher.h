@@ -79,6 +79,9 @@ struct Report {
   std::string namespace_;  // metadata.namespace, may be empty
   Outcome outcome = Outcome::kNotWorkload;
   std::string reason;     // skipped/refused: why; injected: "" or "re-injected"
+  // Skipped: why, as a metric label (disabled, not_enabled, host_network,
+  // no_container, sidecar_present); empty otherwise.
+  std::string code;
   std::vector<std::string> containers;  // the watched containers
   std::vector<std::string> notes;       // things left alone and why
 
@@ -87,6 +90,10 @@ struct Report {
   // "injected", "unchanged", "skipped", "refused", "uninjected", "passed".
   const char* OutcomeName() const;
 };
+
+// A resource quantity as Kubernetes writes it ("100m", "16Mi", "1.5"), in
+// base units; false if `s` is not one.
+bool ParseQuantity(const std::string& s, double* value);
 
 // Adds loopwatch to *object where its labels and annotations ask for it.
 // *object is changed only when the outcome is kInjected.
