@@ -739,6 +739,8 @@ Report InjectFresh(PodTemplate& t, const InjectorSettings& s) {
   spec["volumes"].push_back(volume);
 
   SetMapEntry(meta, "labels", kInjectedLabel, "true", status);
+  // What deploy/monitoring/podmonitor.yaml selects, as on hand-made pods.
+  SetMapEntry(meta, "labels", kSidecarLabel, "true", status);
   if (!MapString(meta, "annotations", kDefaultContainerAnnotation))
     SetMapEntry(meta, "annotations", kDefaultContainerAnnotation, chosen[0], status);
   if (!meta.contains("annotations") || !meta["annotations"].is_object()) {

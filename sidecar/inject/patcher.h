@@ -15,7 +15,8 @@
 //     sidecar (timings kept); the originals are kept in the status and in
 //     the sidecar's LOOPWATCH_APP_PROBES, for the sidecar to forward to
 //     until the container's loops have beaten;
-//   - the label loopwatch.io/injected: "true", and the annotation
+//   - the labels loopwatch.io/injected: "true" and loopwatch.io/sidecar:
+//     "true" (the PodMonitor selects the second, as on hand-made pods), and the annotation
 //     kubectl.kubernetes.io/default-container when the pod has none;
 //   - the annotation loopwatch.io/status: what was added and what it
 //     replaced, so that Uninject restores the object exactly and a second
@@ -35,6 +36,7 @@ namespace loopwatch::inject {
 // Names the patcher writes; the PodMonitor, the chart and the docs use them.
 inline constexpr const char* kInjectLabel = "loopwatch.io/inject";
 inline constexpr const char* kInjectedLabel = "loopwatch.io/injected";
+inline constexpr const char* kSidecarLabel = "loopwatch.io/sidecar";  // the PodMonitor's
 inline constexpr const char* kStatusAnnotation = "loopwatch.io/status";
 inline constexpr const char* kConfigPrefix = "config.loopwatch.io/";
 inline constexpr const char* kDefaultContainerAnnotation =

@@ -3,10 +3,13 @@
 
 #include <cstdio>
 #include <cstdlib>
+#include <cstring>
+#include <exception>
 #include <string>
 
 #include "inject/manifest.h"
 #include "inject/patcher.h"
+#include "inject/review.h"
 
 namespace lwfuzz {
 namespace {
@@ -24,6 +27,59 @@ using loopwatch::inject::Uninject;
                r.Line().c_str(),
                input.dump(-1, ' ', false, Json::error_handler_t::replace).c_str());
   std::abort();
+}
+
+// The same object as the webhook gets it: the review's patch, applied by
+// nlohmann's RFC 6902 implementation, must give what Inject gives.
+void CheckReview(const Json& x) {
+  Json review = {{"apiVersion", "admission.k8s.io/v1"},
+                 {"kind", "AdmissionReview"},
+                 {"request", {{"uid", "u"}, {"kind", {{"group", ""}, {"kind", "Pod"}}},
+                              {"operation", "CREATE"}, {"object", x}}}};
+  const std::string body = review.dump(-1, ' ', false, Json::error_handler_t::replace);
+  loopwatch::inject::ReviewAnswer a = loopwatch::inject::Review(body, InjectorSettings());
+  if (!x.is_object()) return;
+  Report none;
+  if (a.status != 200) Violation("a well-formed review was not answered 200", x, none);
+  Json out = Json::parse(a.body, nullptr, false);
+  if (out.is_discarded() || !out["response"]["allowed"].is_boolean() ||
+      !out["response"]["allowed"].get<bool>())
+    Violation("the review's answer is not allowed: true", x, none);
+  if (!out["response"].contains("patch")) return;
+  // The input went through dump/parse: compare against that form.
+  Json pod = Json::parse(body)["request"]["object"];
+  Json want = pod;
+  InjectorSettings s;
+  s.namespace_enabled = true;
+  Report r = Inject(&want, s);
+  std::string raw = out["response"]["patch"];
+  // base64 back to bytes
+  std::string bytes;
+  int val = 0, bits = -8;
+  for (char c : raw) {
+    const char* abc = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    const char* at = std::strchr(abc, c);
+    if (!at || c == '\0') break;
+    val = (val << 6) + int(at - abc);
+    bits += 6;
+    if (bits >= 0) {
+      bytes.push_back(char((val >> bits) & 0xFF));
+      bits -= 8;
+    }
+  }
+  Json patch = Json::parse(bytes, nullptr, false);
+  if (patch.is_discarded()) Violation("the patch is not JSON", x, r);
+  Json got;
+  try {
+    got = pod.patch(patch);
+  } catch (const std::exception&) {
+    Violation("the patch does not apply to the pod", x, r);
+  }
+  // As the API server sees objects: the order of keys is not kept.
+  auto unordered = [](const Json& j) {
+    return nlohmann::json::parse(j.dump(-1, ' ', false, Json::error_handler_t::replace));
+  };
+  if (unordered(got) != unordered(want)) Violation("pod + patch != inject(pod)", x, r);
 }
 
 void Check(const Json& x, const InjectorSettings& s) {
@@ -57,7 +113,9 @@ void RunInject(const uint8_t* data, size_t size) {
     return;
   }
   InjectorSettings s;
+  (void)loopwatch::inject::Review(text, s);  // any bytes as a review body
   for (const Json& doc : m.documents) {
+    CheckReview(doc);
     Check(doc, s);
     s.namespace_enabled = true;  // and as the webhook sees it
     Check(doc, s);
