@@ -114,9 +114,9 @@ def test_segment_abuse_while_serving(world, measure):
     abuse.expect("not_initialised", ["is empty"])
 
     v2 = bytearray(valid)
-    v2[8:10] = struct.pack("<H", 2)
+    v2[8:12] = struct.pack("<HH", 2, 0)  # major 2, minor 0
     overwrite(seg, bytes(v2))
-    abuse.expect("version_mismatch", ["format version 2.0", "understands version 1.0"])
+    abuse.expect("version_mismatch", ["format version 2.0", "understands version 1."])
     abuse.expect_logged("format version 2.0")
 
     # A header that lies about its geometry.
