@@ -24,6 +24,8 @@ The ConfigMap the pod mounts is emitted in the same file, as kube play
 expects.
 
     render_pod.py --name NAME --sidecar-port N --app-port N [--env K=V] > pod.yaml
+    render_pod.py --deployment FILE [--app-command CMD] ...   another Deployment
+                                (an injected one), its ConfigMaps from FILE
     render_pod.py --images      the sidecar's image, then the app's, a line each
 """
 
@@ -45,9 +47,14 @@ def load(name):
         return [d for d in yaml.safe_load_all(f) if d]
 
 
-def render(name, sidecar_port, app_port, env):
-    (deployment,) = [d for d in load("deployment.yaml") if d["kind"] == "Deployment"]
-    configmaps = [d for d in load("configmap.yaml") if d["kind"] == "ConfigMap"]
+def render(name, sidecar_port, app_port, env, deployment_file=None, app_command=None):
+    if deployment_file:
+        with open(deployment_file, encoding="utf-8") as f:
+            docs = [d for d in yaml.safe_load_all(f) if d]
+    else:
+        docs = load("deployment.yaml") + load("configmap.yaml")
+    (deployment,) = [d for d in docs if d["kind"] == "Deployment"]
+    configmaps = [d for d in docs if d["kind"] == "ConfigMap"]
     template = copy.deepcopy(deployment["spec"]["template"])
     spec = template["spec"]
 
@@ -85,6 +92,8 @@ def render(name, sidecar_port, app_port, env):
                 del e["valueFrom"]
                 e["value"] = HOST_IP_STANDIN
     (app,) = [c for c in spec["containers"] if c["name"] == "app"]
+    if app_command:
+        app["command"] = app_command.split()
     for item in env:
         key, _, value = item.partition("=")
         app["env"] = [e for e in app.get("env", []) if e["name"] != key]
@@ -115,13 +124,16 @@ def main():
     ap.add_argument("--app-port", type=int, help="host port for the app's 8000")
     ap.add_argument("--env", action="append", default=[], metavar="NAME=VALUE",
                     help="set an environment variable in the app container")
+    ap.add_argument("--deployment", help="render this Deployment file instead of the example's")
+    ap.add_argument("--app-command", help="the app container's command, space-separated")
     args = ap.parse_args()
     if args.images:
         print("\n".join(images()))
         return
     if not (args.name and args.sidecar_port and args.app_port):
         ap.error("--name, --sidecar-port and --app-port are required")
-    yaml.safe_dump_all(render(args.name, args.sidecar_port, args.app_port, args.env),
+    yaml.safe_dump_all(render(args.name, args.sidecar_port, args.app_port, args.env,
+                              args.deployment, args.app_command),
                        sys.stdout, sort_keys=False)
 
 

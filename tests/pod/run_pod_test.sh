@@ -16,7 +16,11 @@
 #      report with the Python stack; a CPU-bound endpoint gives class cpu;
 #      SIGKILL of the app process gives a dead loop and podman's restart a
 #      new one,
-#   4. teardown of the pod and its volumes, also when a check fails.
+#   4. `loopwatch inject` of a Deployment with no loopwatch in it
+#      (orders-plain.yaml), played twice: with the app under the Python
+#      package's runner (probes judged on its loop; a stall gives 503 and a
+#      report), and without it (probes answered by the app's own /health),
+#   5. teardown of the pods and their volumes, also when a check fails.
 #
 #   tests/pod/run_pod_test.sh [--workdir DIR] [--rebuild-base] [--keep]
 #
@@ -422,6 +426,90 @@ got = (v("loopwatch_loop_deaths_total"), v(r"loopwatch_stalls_total\{class=\"blo
        v(r"loopwatch_stalls_total\{class=\"cpu\"\}"))
 print("  deaths, blocked stalls, cpu stalls:", got)
 sys.exit(got != (1.0, 1.0, 1.0))' "$metrics"
+
+# ---------------------------------------------------------------- inject
+# A Deployment with no loopwatch in it (tests/pod/orders-plain.yaml), the
+# demo app's image untouched, injected by `loopwatch inject` from this build
+# and played: first as the image runs it (under the Python package's
+# runner, so the loops beat), then with the runner left out (the app does
+# not use the library: its probes go to its own /health, as before).
+lw_bin=${LOOPWATCH_BIN:-$root/build/sidecar/loopwatch}
+[[ -x $lw_bin ]] || die "no loopwatch binary at $lw_bin (build first, or set LOOPWATCH_BIN)"
+remove_pod
+"$lw_bin" inject --all --image "$sidecar_image" -f "$root/tests/pod/orders-plain.yaml" \
+  >"$work/orders-injected.yaml" 2>"$work/inject.log" || { cat "$work/inject.log"; die "loopwatch inject failed"; }
+cat "$work/inject.log"
+
+# play_injected NAME [render args...]: plays the injected Deployment as pod NAME.
+play_injected() {
+  pod=$1
+  shift
+  pod_yaml=$work/$pod.yaml
+  sidecar_ctr=$pod-loopwatch
+  app_ctr=$pod-app
+  remove_pod
+  # Fresh host ports: the last pod's may not be free again yet.
+  lw_port=$(free_port)
+  app_port=$(free_port)
+  while [[ $app_port == "$lw_port" ]]; do app_port=$(free_port); done
+  "$py" "$root/tests/pod/render_pod.py" --deployment "$work/orders-injected.yaml" --name "$pod" \
+    --sidecar-port "$lw_port" --app-port "$app_port" --env BILLING_LATENCY_SECONDS=8 "$@" >"$pod_yaml"
+  podman kube play "$pod_yaml" >"$work/play-$pod.log" 2>&1 ||
+    { cat "$work/play-$pod.log"; die "podman kube play of $pod failed"; }
+}
+
+step "inject: the app with the library"
+play_injected loopwatch-inj
+if t=$(wait_code "$lw_port" "/startupz?container=app" 200 60); then
+  pass "/startupz?container=app 200, ${t}s after kube play"
+else
+  die "/startupz?container=app never 200: $t"
+fi
+if t=$(wait_code "$lw_port" "/livez?container=app" 200 30); then :; else fail "/livez?container=app: $t"; fi
+out=$(http "$lw_port" "/livez?container=app")
+check "the sidecar judges the app on its loop ($out)" [ "$out" = "200 ok: 1 loops, 1 live" ]
+called=$(date +%s.%N)
+curl -s -m 30 -o /dev/null -X POST "http://127.0.0.1:$app_port/orders/42/invoice" &
+invoice=$!
+if t=$(wait_code "$lw_port" "/livez?container=app" 503 10); then
+  after=$(since "$called")
+  check "/livez?container=app 503, ${after}s after the blocking call" \
+    awk -v t="$after" 'BEGIN {exit !(t >= 4.9 && t <= 6.6)}'
+else
+  fail "/livez?container=app never 503: $t"
+fi
+out=$(http "$lw_port" "/livez?container=app")
+check "it says why: $out" grep -Eq '^503 loop uvicorn-1 stalled [0-9.]+s \(blocked in clock_nanosleep\)$' <<<"$out"
+check "the sidecar logs the stall report" wait_log "stall report" 1 5
+report=$(sidecar_log "stall report" | head -1)
+[[ -n $report ]] || report='{}'
+check "the report has the stack down to create_invoice" \
+  "$py" -c 'import json, sys; r = json.loads(sys.argv[1]); sys.exit(not ("create_invoice" in r.get("stack", "") and r.get("class") == "blocked"))' "$report"
+wait "$invoice" || true
+if t=$(wait_code "$lw_port" "/livez?container=app" 200 5); then pass "/livez?container=app 200 again"; else fail "/livez?container=app stays failing: $t"; fi
+
+step "inject: the app without the library"
+play_injected loopwatch-inj-plain --app-command "uvicorn app:app --host 0.0.0.0 --port 8000"
+if t=$(wait_code "$lw_port" "/startupz?container=app" 200 60); then
+  pass "/startupz?container=app 200, ${t}s after kube play"
+else
+  die "/startupz?container=app never 200: $t"
+fi
+if t=$(wait_code "$lw_port" "/livez?container=app" 200 30); then :; else fail "/livez?container=app: $t"; fi
+out=$(http "$lw_port" "/livez?container=app")
+check "no loop beats: the app's own /health answers ($out)" \
+  grep -Eq "^200 ok: container app's own livez probe \(no loop of it has beaten yet\): GET http://127.0.0.1:8000/health answered 200 in " <<<"$out"
+out=$(http "$lw_port" "/readyz?container=app")
+check "readiness too (${out%% *})" [ "${out%% *}" = 200 ]
+curl -s -m 30 -o /dev/null -X POST "http://127.0.0.1:$app_port/orders/42/invoice" &
+invoice=$!
+sleep 0.5
+out=$(http "$lw_port" "/livez?container=app")
+check "its loop blocked, its own probe times out as the kubelet's would: ${out:0:120}" \
+  grep -Eq "^503 container app's own livez probe .*/health: .*after" <<<"$out"
+wait "$invoice" || true
+if t=$(wait_code "$lw_port" "/livez?container=app" 200 5); then pass "and passes again after"; else fail "/livez?container=app: $t"; fi
+check "the sidecar saw no loop at all" [ -z "$(sidecar_log "loop appeared")" ]
 
 end_step
 ((failures == 0)) || exit 1
