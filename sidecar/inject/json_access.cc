@@ -5,6 +5,15 @@
 
 namespace loopwatch::inject {
 
+bool ValidUtf8(const Json& v) {
+  try {
+    (void)v.dump();  // throws type_error 316 on invalid UTF-8
+    return true;
+  } catch (const Json::type_error&) {
+    return false;
+  }
+}
+
 // Typed reads that never throw: the input is whatever the user (or a
 // fuzzer) wrote, and a wrong type is the same as absent.
 std::string Str(const Json& o, const char* key) {

@@ -22,6 +22,9 @@ bool IsTrue(const Json& o, const char* key);
 bool IsInt(const Json& o, const char* key, int64_t want);
 // o[key] is absent or an array: a list the patcher may append to.
 bool ListOrAbsent(const Json& o, const char* key);
+// Every string and key of `v` is valid UTF-8 (as the API server's objects
+// always are; a YAML file may not be).
+bool ValidUtf8(const Json& v);
 // Compact JSON; invalid UTF-8 becomes U+FFFD instead of throwing.
 std::string Dump(const Json& v);
 // meta[map][key] (labels, annotations) if it is a string, else null.

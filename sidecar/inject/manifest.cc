@@ -3,6 +3,7 @@
 
 #include <yaml-cpp/yaml.h>
 
+#include <algorithm>
 #include <cctype>
 #include <cerrno>
 #include <cmath>
@@ -73,6 +74,8 @@ bool NeedsQuotes(const std::string& s) {
 // before the recursive parts (comparison, serialisation) see it. yaml-cpp
 // has its own guard, at 2000.
 constexpr int kMaxJsonDepth = 256;
+// At most this many values from one YAML stream, whatever its size.
+constexpr size_t kMaxYamlValues = 4 * 1000 * 1000;
 
 // The deepest nesting of [ and { outside strings, and where it first passes
 // kMaxJsonDepth (0 if it never does).
@@ -125,7 +128,14 @@ bool ResolvesPlain(const std::string& tag) {
 
 // yaml-cpp node to JSON. Aliases are resolved by yaml-cpp itself; keys must
 // be scalars (Kubernetes objects have no other).
-bool FromYaml(const YAML::Node& n, const std::string& source, Json* out, std::string* error) {
+bool FromYaml(const YAML::Node& n, const std::string& source, Json* out, std::string* error,
+              size_t* budget) {
+  if (*budget == 0) {
+    *error = source + ": too many values for the size of the text: YAML aliases expanding "
+                      "without end (\"billion laughs\")?";
+    return false;
+  }
+  --*budget;
   switch (n.Type()) {
     case YAML::NodeType::Undefined:
     case YAML::NodeType::Null:
@@ -138,7 +148,7 @@ bool FromYaml(const YAML::Node& n, const std::string& source, Json* out, std::st
       *out = Json::array();
       for (const auto& item : n) {
         Json v;
-        if (!FromYaml(item, source, &v, error)) return false;
+        if (!FromYaml(item, source, &v, error, budget)) return false;
         out->push_back(std::move(v));
       }
       return true;
@@ -158,7 +168,7 @@ bool FromYaml(const YAML::Node& n, const std::string& source, Json* out, std::st
           return false;
         }
         Json v;
-        if (!FromYaml(kv.second, source, &v, error)) return false;
+        if (!FromYaml(kv.second, source, &v, error, budget)) return false;
         (*out)[key] = std::move(v);
       }
       return true;
@@ -262,10 +272,14 @@ bool ParseManifest(const std::string& text, const std::string& source, Manifest*
     *error = source + ": not valid YAML: " + e.what();
     return false;
   }
+  // Each value takes at least a byte or two of text unless an alias repeats
+  // it: a budget of values in proportion to the text stops alias bombs
+  // without limiting real manifests.
+  size_t budget = std::min<size_t>(kMaxYamlValues, 64 + 8 * text.size());
   for (const auto& d : docs) {
     if (d.IsNull() || !d.IsDefined()) continue;  // `---` with nothing after it
     Json v;
-    if (!FromYaml(d, source, &v, error)) return false;
+    if (!FromYaml(d, source, &v, error, &budget)) return false;
     out->documents.push_back(std::move(v));
   }
   return true;

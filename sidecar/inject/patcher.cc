@@ -566,6 +566,15 @@ std::string Report::Line() const {
   return out;
 }
 
+// Refused before anything else: the status annotation could not record
+// what it replaced byte for byte.
+static bool RefuseInvalidUtf8(const Json& object, Report* r) {
+  if (ValidUtf8(object)) return false;
+  r->outcome = Outcome::kRefused;
+  r->reason = "the object is not valid UTF-8";
+  return true;
+}
+
 Report Uninject(Json* object) {
   Report r;
   Describe(*object, &r);
@@ -580,6 +589,7 @@ Report Uninject(Json* object) {
     r.reason = t.problem;
     return r;
   }
+  if (RefuseInvalidUtf8(*object, &r)) return r;
   std::string why;
   Json status = ReadStatus(*t.metadata, &why);
   if (status.is_null()) {
@@ -611,6 +621,7 @@ Report Inject(Json* object, const InjectorSettings& settings) {
     r.reason = t.problem;
     return r;
   }
+  if (RefuseInvalidUtf8(*object, &r)) return r;
   std::string why;
   Json status = ReadStatus(*t.metadata, &why);
   bool again = false;

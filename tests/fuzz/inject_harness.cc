@@ -55,12 +55,13 @@ void CheckReview(const Json& x) {
   std::string raw = out["response"]["patch"];
   // base64 back to bytes
   std::string bytes;
-  int val = 0, bits = -8;
+  uint32_t val = 0;  // only the low 14 bits matter: a byte and what follows
+  int bits = -8;
   for (char c : raw) {
     const char* abc = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
     const char* at = std::strchr(abc, c);
     if (!at || c == '\0') break;
-    val = (val << 6) + int(at - abc);
+    val = ((val << 6) | uint32_t(at - abc)) & 0x3FFFu;
     bits += 6;
     if (bits >= 0) {
       bytes.push_back(char((val >> bits) & 0xFF));

@@ -4,6 +4,7 @@
 import json
 import os
 import subprocess
+import time
 
 import yaml
 
@@ -150,3 +151,27 @@ def test_a_refusal_writes_nothing_for_any_document():
     assert r.stdout == ""
     assert "Pod/orders: injected" in r.stderr
     assert 'Pod/bad: refused: config.loopwatch.io/mode: "loud" is not' in r.stderr
+
+
+def test_yaml_aliases_cannot_explode():
+    """Ten levels of ten aliases would be 10^10 values: refused at once."""
+    lines = ['a0: &a0 ["x", "x", "x", "x", "x", "x", "x", "x", "x", "x"]']
+    for k in range(1, 10):
+        lines.append("a%d: &a%d [%s]" % (k, k, ", ".join(["*a%d" % (k - 1)] * 10)))
+    start = time.monotonic()
+    r = run(["inject"], stdin="\n".join(lines) + "\n", timeout=30)
+    assert r.returncode == 1
+    assert "YAML aliases expanding without end" in r.stderr, r.stderr
+    assert time.monotonic() - start < 5
+    # A few honest aliases are fine.
+    r = run(["inject"], stdin="apiVersion: v1\nkind: ConfigMap\nmetadata: {name: c}\n"
+                               "data: {a: &v x, b: *v}\n")
+    assert r.returncode == 0 and "b: x" in r.stdout, r.stderr
+
+
+def test_invalid_utf8_is_refused_not_mangled():
+    text = (b"apiVersion: v1\nkind: Pod\nmetadata:\n  name: p\n  labels: {loopwatch.io/inject: enabled}\n"
+            b"spec:\n  containers:\n    - name: app\n      image: \"i\xff\"\n")
+    r = subprocess.run([BIN, "inject"], input=text, capture_output=True, timeout=30)
+    assert r.returncode == 1, r.stderr
+    assert b"Pod/p: refused: the object is not valid UTF-8" in r.stderr, r.stderr
