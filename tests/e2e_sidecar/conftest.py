@@ -99,7 +99,9 @@ def loops_app_bin():
     build = pathlib.Path(os.environ.get("LOOPWATCH_BUILD_DIR") or root / "build")
     path = build / "bench" / "sidecar" / "loopwatch_loops_app"
     if not path.is_file():
-        pytest.fail("no loops_app at %s (build with -DLOOPWATCH_BUILD_BENCH=ON, or set "
+        # The sanitizer presets build no benchmarks; the default build
+        # (LOOPWATCH_BUILD_BENCH on) sets LOOPWATCH_LOOPS_APP above.
+        pytest.skip("no loops_app at %s (build with -DLOOPWATCH_BUILD_BENCH=ON, or set "
                     "LOOPWATCH_LOOPS_APP)" % path)
     return str(path)
 
