@@ -575,21 +575,28 @@ static bool RefuseInvalidUtf8(const Json& object, Report* r) {
   return true;
 }
 
+// The common start of Inject and Uninject: finds the pod template in `copy`
+// (a copy of `object`); false with *r filled when there is nothing to patch
+// (passed through) or it cannot be patched (refused).
+static bool Prepare(const Json& object, Json* copy, PodTemplate* t, Report* r) {
+  if (!Locate(copy, t)) {
+    r->reason = "not a workload with a pod template";
+    return false;
+  }
+  if (!t->problem.empty()) {
+    r->outcome = Outcome::kRefused;
+    r->reason = t->problem;
+    return false;
+  }
+  return !RefuseInvalidUtf8(object, r);
+}
+
 Report Uninject(Json* object) {
   Report r;
   Describe(*object, &r);
   Json copy = *object;
   PodTemplate t;
-  if (!Locate(&copy, &t)) {
-    r.reason = "not a workload with a pod template";
-    return r;
-  }
-  if (!t.problem.empty()) {
-    r.outcome = Outcome::kRefused;
-    r.reason = t.problem;
-    return r;
-  }
-  if (RefuseInvalidUtf8(*object, &r)) return r;
+  if (!Prepare(*object, &copy, &t, &r)) return r;
   std::string why;
   Json status = ReadStatus(*t.metadata, &why);
   if (status.is_null()) {
@@ -612,16 +619,7 @@ Report Inject(Json* object, const InjectorSettings& settings) {
   Describe(*object, &r);
   Json copy = *object;
   PodTemplate t;
-  if (!Locate(&copy, &t)) {
-    r.reason = "not a workload with a pod template";
-    return r;
-  }
-  if (!t.problem.empty()) {
-    r.outcome = Outcome::kRefused;
-    r.reason = t.problem;
-    return r;
-  }
-  if (RefuseInvalidUtf8(*object, &r)) return r;
+  if (!Prepare(*object, &copy, &t, &r)) return r;
   std::string why;
   Json status = ReadStatus(*t.metadata, &why);
   bool again = false;
