@@ -28,6 +28,7 @@
 #include <poll.h>
 #include <pthread.h>
 #include <signal.h>
+#include <stdatomic.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -44,7 +45,7 @@ static const char *host = "127.0.0.1", *path = "/livez", *probe_src = "127.0.0.1
 static int port, hostile_n = 1000, hostile_peers = 1, probes = 10000;
 static double rate = 200;
 static int64_t timeout_ms = 1000, warmup_ms = 2000;
-static volatile int stop_flood;
+static atomic_int stop_flood; /* main sets it, the hostile thread polls it */
 static int64_t hostile_connects, hostile_errors;
 
 static int64_t now_ns(void) {
