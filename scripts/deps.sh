@@ -25,6 +25,8 @@ LW_DEB_PACKAGES=(
   # uvicorn package has the `uvicorn` command, python3-uvicorn the module.
   python3-fastapi python3-uvicorn uvicorn gunicorn python3-uvloop python3-httpx
   python3-requests python3-pytest python3-aiohttp
+  # pytest 7 on the pyenv CPythons 3.8-3.10 (tests/python/every_python.py)
+  python3-exceptiongroup python3-tomli
   # An independent RFC 6902 implementation: the webhook's patches checked;
   # openssl makes the test CA and certificates.
   python3-jsonpatch openssl

@@ -6,6 +6,7 @@ import os
 import re
 
 from setuptools import Extension, setup
+from setuptools.command.build_ext import build_ext
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 LIB = os.path.dirname(HERE)  # lib/: the C core
@@ -47,4 +48,16 @@ native = Extension(
     extra_link_args=["-pthread"],
 )
 
-setup(version=core_version(), ext_modules=[native])
+
+
+class one_build_for_every_python(build_ext):
+    """`_native.so`, not `_native.cpython-311-x86_64-linux-gnu.so`: the module
+    uses only what CPython 3.8 to 3.13 share (see src/_native.c), and every
+    one of them imports a plain `.so`. The same files serve all six."""
+
+    def get_ext_filename(self, ext_name):
+        return os.path.join(*ext_name.split(".")) + ".so"
+
+
+setup(version=core_version(), ext_modules=[native],
+      cmdclass={"build_ext": one_build_for_every_python})

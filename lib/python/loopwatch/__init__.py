@@ -21,9 +21,27 @@ raises into the app: problems are logged once on the ``loopwatch`` logger.
 from __future__ import annotations
 
 import contextlib
+import logging
+import sys
 from typing import Iterator, Optional
 
-from . import _heartbeat, _native
+from . import _compat
+
+# The native module is loaded only on a Python it serves; any other gets the
+# stand-in (every call a no-op) and one line saying why.
+_off = _compat.unsupported()
+if _off is None:
+    try:
+        from . import _native
+    except ImportError as e:
+        _off = "its native module did not load: %s" % e
+if _off is not None:
+    from . import _inert as _native
+    _native.WHY = _off
+    sys.modules[__name__ + "._native"] = _native
+    logging.getLogger("loopwatch").warning("loopwatch is off in this Python: %s", _off)
+
+from . import _heartbeat  # noqa: E402 (after _native is settled)
 
 __all__ = ["install", "uninstall", "set_ready", "activity", "enabled", "__version__"]
 

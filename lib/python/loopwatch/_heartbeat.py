@@ -124,6 +124,12 @@ class Heartbeat:
 
     def open(self, loop) -> bool:
         kind = "uvloop" if type(loop).__module__.startswith("uvloop") else "asyncio"
+        if self.pid != os.getpid():
+            # A child of fork() opens (3.12+ reports the loop stopping and
+            # starting again across the fork): a slot named for the child.
+            self.forked = False
+            self.native = None  # the parent's slot: inert here, never written
+            self.name = _next_name(None)
         try:
             native = _native.Loop(self.name, int(self.interval * 1e9), kind,
                                   _bound_task_line(self.loop_ref))
@@ -158,8 +164,7 @@ class Heartbeat:
         loop = self.loop_ref()
         if loop is None:
             return
-        self.name = _next_name(None)
-        self.open(loop)
+        self.open(loop)  # a slot named for this process (open() sees the new pid)
 
     def stop(self) -> None:
         """Cancels the timer and releases the slot."""

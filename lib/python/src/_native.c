@@ -9,6 +9,18 @@
  *  - the requests in flight, written by the ASGI middleware on the loop thread
  *    into a table that the hook reads without the GIL.
  *
+ * One build serves CPython 3.8 to 3.13 (glibc, x86-64, the default GIL
+ * build). It is compiled against one version's headers but uses only what
+ * those six share: object headers, reference counts, functions whose
+ * signatures never changed, and a heap type made by PyType_FromSpec. What
+ * differs by version is found at run time (py_runtime_init): the running
+ * minor from Py_GetVersion(), functions that only some versions export by
+ * dlsym(), the faulthandler's _Py_DumpTraceback (exported by 3.8, 3.11 and
+ * 3.12, a local symbol of 3.9, 3.10 and 3.13) from the ELF symbol table of
+ * libpython, and the one struct field read (the thread id in PyThreadState)
+ * from a table of its offset per minor. loopwatch/_compat.py refuses any
+ * other Python before this module is loaded.
+ *
  * The watchdog must never wait for the stalled loop. So the hook never takes
  * the GIL itself: it hands the work to the reporter thread and waits at most
  * kGilWaitNs. A loop stuck in Python code or in a system call lets the GIL go
@@ -33,6 +45,8 @@
 #include <Python.h>
 
 #include <dlfcn.h>
+#include <elf.h>
+#include <link.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <pthread.h>
@@ -42,6 +56,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
+#include <sys/stat.h>
 #include <sys/syscall.h>
 #include <time.h>
 #include <unistd.h>
@@ -64,6 +79,129 @@ enum { kRequestsShown = 12 };
 /* Text of one report, the stack included: the slot holds less (~7 KiB). */
 enum { kStackSize = 8192, kTaskSize = 512 };
 
+/* ---- what differs between CPython versions (found at run time) -------- */
+
+typedef void (*dump_traceback_fn)(int fd, PyThreadState *tstate);
+typedef PyInterpreterState *(*interp_get_fn)(void);
+typedef PyObject *(*frame_fn)(void *); /* returns a new reference or NULL */
+
+/* Offsets of the thread ids in PyThreadState, per minor (from each
+ * version's Include/cpython/pystate.h; the struct is fixed within a minor).
+ * 3.8-3.10 have only thread_id (a pthread_t); 3.11+ also native_thread_id. */
+static const struct {
+  int minor;
+  int thread_id, native_thread_id;
+} kThreadIdOffsets[] = {
+    {8, 176, -1}, {9, 176, -1}, {10, 176, -1}, {11, 152, 160}, {12, 136, 144}, {13, 152, 160},
+};
+
+static struct {
+  int minor; /* of the CPython 3 that runs */
+  dump_traceback_fn dump_traceback; /* NULL: not found */
+  const char *dump_traceback_from;  /* "exported symbol", "ELF symbol table" */
+  interp_get_fn interp_get;
+  /* 3.9+: the frame getters, for the stack with the GIL held when there is
+   * no _Py_DumpTraceback. */
+  frame_fn get_frame, frame_back, frame_code;
+  int off_thread_id, off_native_thread_id; /* -1: unknown */
+} g_py = {0, NULL, NULL, NULL, NULL, NULL, NULL, -1, -1};
+
+/* The address of a function by name from the symbol table (.symtab) of the
+ * ELF object that contains `inside`, for functions a version builds but does
+ * not export. NULL when the object is stripped or anything looks wrong. */
+typedef struct {
+  const void *inside;
+  const char *path;
+  uintptr_t bias;
+} find_object;
+
+static int find_object_cb(struct dl_phdr_info *info, size_t size, void *data) {
+  (void)size;
+  find_object *f = data;
+  for (int i = 0; i < info->dlpi_phnum; i++) {
+    const ElfW(Phdr) *ph = &info->dlpi_phdr[i];
+    if (ph->p_type != PT_LOAD) continue;
+    uintptr_t lo = info->dlpi_addr + ph->p_vaddr;
+    if ((uintptr_t)f->inside >= lo && (uintptr_t)f->inside < lo + ph->p_memsz) {
+      f->path = info->dlpi_name && info->dlpi_name[0] ? info->dlpi_name : "/proc/self/exe";
+      f->bias = info->dlpi_addr;
+      return 1;
+    }
+  }
+  return 0;
+}
+
+static void *elf_symtab_lookup(const void *inside, const char *name) {
+  find_object f = {inside, NULL, 0};
+  if (!dl_iterate_phdr(find_object_cb, &f) || !f.path) return NULL;
+  int fd = open(f.path, O_RDONLY | O_CLOEXEC);
+  if (fd < 0) return NULL;
+  struct stat st;
+  void *map = MAP_FAILED;
+  if (fstat(fd, &st) == 0 && st.st_size > (off_t)sizeof(ElfW(Ehdr)))
+    map = mmap(NULL, (size_t)st.st_size, PROT_READ, MAP_PRIVATE, fd, 0);
+  close(fd);
+  if (map == MAP_FAILED) return NULL;
+  const size_t len = (size_t)st.st_size;
+  const unsigned char *base = map;
+  const ElfW(Ehdr) *eh = map;
+  void *found = NULL;
+  if (memcmp(eh->e_ident, ELFMAG, SELFMAG) != 0 || eh->e_ident[EI_CLASS] != ELFCLASS64 ||
+      eh->e_shentsize != sizeof(ElfW(Shdr)) || eh->e_shoff >= len ||
+      eh->e_shnum > (len - eh->e_shoff) / sizeof(ElfW(Shdr)))
+    goto out;
+  const ElfW(Shdr) *sh = (const ElfW(Shdr) *)(base + eh->e_shoff);
+  for (int i = 0; i < eh->e_shnum && !found; i++) {
+    if (sh[i].sh_type != SHT_SYMTAB || sh[i].sh_link >= eh->e_shnum) continue;
+    const ElfW(Shdr) *strs = &sh[sh[i].sh_link];
+    if (sh[i].sh_offset > len || sh[i].sh_size > len - sh[i].sh_offset ||
+        strs->sh_offset > len || strs->sh_size > len - strs->sh_offset)
+      continue;
+    const ElfW(Sym) *sym = (const ElfW(Sym) *)(base + sh[i].sh_offset);
+    const char *str = (const char *)(base + strs->sh_offset);
+    size_t nsym = sh[i].sh_size / sizeof(ElfW(Sym));
+    size_t name_len = strlen(name);
+    for (size_t k = 0; k < nsym; k++) {
+      if (ELF64_ST_TYPE(sym[k].st_info) != STT_FUNC || sym[k].st_value == 0) continue;
+      if (sym[k].st_name >= strs->sh_size || strs->sh_size - sym[k].st_name <= name_len) continue;
+      if (memcmp(str + sym[k].st_name, name, name_len + 1) == 0) {
+        found = (void *)(f.bias + sym[k].st_value);
+        break;
+      }
+    }
+  }
+out:
+  munmap(map, len);
+  return found;
+}
+
+/* Once, at import, with the GIL. */
+static void py_runtime_init(void) {
+  const char *v = Py_GetVersion(); /* "3.12.1 (main, ...)" */
+  g_py.minor = v[0] == '3' && v[1] == '.' ? atoi(v + 2) : 0;
+  for (size_t i = 0; i < sizeof kThreadIdOffsets / sizeof kThreadIdOffsets[0]; i++) {
+    if (kThreadIdOffsets[i].minor == g_py.minor) {
+      g_py.off_thread_id = kThreadIdOffsets[i].thread_id;
+      g_py.off_native_thread_id = kThreadIdOffsets[i].native_thread_id;
+    }
+  }
+  g_py.interp_get = (interp_get_fn)dlsym(RTLD_DEFAULT, "PyInterpreterState_Get");
+  if (!g_py.interp_get) g_py.interp_get = (interp_get_fn)dlsym(RTLD_DEFAULT, "_PyInterpreterState_Get");
+  g_py.get_frame = (frame_fn)dlsym(RTLD_DEFAULT, "PyThreadState_GetFrame");
+  g_py.frame_back = (frame_fn)dlsym(RTLD_DEFAULT, "PyFrame_GetBack");
+  g_py.frame_code = (frame_fn)dlsym(RTLD_DEFAULT, "PyFrame_GetCode");
+  const char *no_dump = getenv("LOOPWATCH_PY_NO_DUMP_TRACEBACK"); /* tests of the fallback */
+  if (no_dump && no_dump[0] == '1') return;
+  g_py.dump_traceback = (dump_traceback_fn)dlsym(RTLD_DEFAULT, "_Py_DumpTraceback");
+  if (g_py.dump_traceback) {
+    g_py.dump_traceback_from = "exported symbol";
+    return;
+  }
+  g_py.dump_traceback = (dump_traceback_fn)elf_symtab_lookup((const void *)&PyThreadState_Next,
+                                                             "_Py_DumpTraceback");
+  if (g_py.dump_traceback) g_py.dump_traceback_from = "ELF symbol table";
+}
+
 /* ---- the Loop object -------------------------------------------------- */
 
 typedef struct {
@@ -78,16 +216,15 @@ typedef struct {
   int closing; /* under g_rep.mu: no new report requests */
   request_table requests;
   int requests_seen; /* request_begin was called for this loop */
-  PyObject *weakrefs;
 } LoopObject;
+
+static PyTypeObject *LoopType; /* a heap type, made at import */
 
 /* Something records this process's requests (a middleware was installed):
  * a report with none says 0, not unknown. Set once, read by the hook. */
 static int g_requests_recorded;
 
 /* ---- the reporter thread ---------------------------------------------- */
-
-typedef void (*dump_traceback_fn)(int fd, PyThreadState *tstate);
 
 static struct {
   pthread_mutex_t mu;
@@ -105,17 +242,55 @@ static struct {
   char task[kTaskSize];
 } g_rep = {PTHREAD_MUTEX_INITIALIZER, PTHREAD_COND_INITIALIZER};
 
-static dump_traceback_fn g_dump_traceback;
+/* The frames of tstate, with the GIL held, by the frame getters of 3.9+, in
+ * the faulthandler's format. No Python code runs (the GIL is kept). */
+static size_t walk_stack(PyThreadState *tstate, char *buf, size_t size) {
+  size_t n = (size_t)snprintf(buf, size, "Stack (most recent call first):\n");
+  PyObject *f = g_py.get_frame(tstate);
+  for (int depth = 0; f && depth < 100 && n < size - 1; depth++) {
+    PyObject *code = g_py.frame_code(f);
+    int line = PyFrame_GetLineNumber((PyFrameObject *)f);
+    PyObject *file = code ? PyObject_GetAttrString(code, "co_filename") : NULL;
+    PyObject *name = code ? PyObject_GetAttrString(code, "co_name") : NULL;
+    const char *file_s = file && PyUnicode_Check(file) ? PyUnicode_AsUTF8(file) : NULL;
+    const char *name_s = name && PyUnicode_Check(name) ? PyUnicode_AsUTF8(name) : NULL;
+    int w = snprintf(buf + n, size - n, "  File \"%s\", line %d in %s\n", file_s ? file_s : "???",
+                     line, name_s ? name_s : "???");
+    n = w < 0 ? n : (n + (size_t)w < size ? n + (size_t)w : size - 1);
+    Py_XDECREF(file);
+    Py_XDECREF(name);
+    Py_XDECREF(code);
+    PyErr_Clear();
+    PyObject *back = g_py.frame_back(f);
+    Py_DECREF(f);
+    f = back;
+  }
+  Py_XDECREF(f);
+  if (n >= size - 1 && n > 16) {
+    while (n > 0 && buf[n - 1] != '\n') n--;
+    n += (size_t)snprintf(buf + n, size - n, "  ... (cut)\n");
+  }
+  buf[n < size ? n : size - 1] = '\0';
+  return strlen(buf);
+}
 
 /* The frames of tstate as faulthandler prints them ("Stack (most recent call
- * first):" then '  File "f.py", line 3 in g'), into buf. */
-static size_t dump_stack(PyThreadState *tstate, char *buf, size_t size) {
-  if (!g_dump_traceback || !tstate) {
-    return (size_t)snprintf(buf, size, "Stack: unavailable (this Python has no _Py_DumpTraceback)\n");
+ * first):" then '  File "f.py", line 3 in g'), into buf. Without the GIL
+ * only _Py_DumpTraceback can read them (it reads, as faulthandler's
+ * watchdog does, what may change under it). */
+static size_t dump_stack(PyThreadState *tstate, char *buf, size_t size, int have_gil) {
+  if (!tstate) return (size_t)snprintf(buf, size, "Stack: unavailable (no thread)\n");
+  if (!g_py.dump_traceback) {
+    if (have_gil && g_py.get_frame && g_py.frame_back && g_py.frame_code)
+      return walk_stack(tstate, buf, size);
+    return (size_t)snprintf(buf, size,
+                            "Stack: unavailable without the GIL (this Python 3.%d neither "
+                            "exports _Py_DumpTraceback nor has it in a symbol table)\n",
+                            g_py.minor);
   }
   int fd = memfd_create("loopwatch-stack", MFD_CLOEXEC);
   if (fd < 0) return (size_t)snprintf(buf, size, "Stack: unavailable (memfd_create: %s)\n", strerror(errno));
-  g_dump_traceback(fd, tstate);
+  g_py.dump_traceback(fd, tstate);
   size_t n = 0;
   ssize_t r;
   while (n < size - 1 && (r = pread(fd, buf + n, size - 1 - n, (off_t)n)) > 0) n += (size_t)r;
@@ -167,11 +342,11 @@ static void *reporter_main(void *arg) {
       stack = PyMem_RawMalloc(kStackSize);
       if (stack) {
         stack_len = thread_alive(self->interp, self->tstate)
-                        ? dump_stack(self->tstate, stack, kStackSize)
+                        ? dump_stack(self->tstate, stack, kStackSize, 1)
                         : (size_t)snprintf(stack, kStackSize, "Stack: the loop thread has ended\n");
       }
       if (self->task_fn) {
-        PyObject *r = PyObject_CallNoArgs(self->task_fn);
+        PyObject *r = PyObject_CallObject(self->task_fn, NULL);
         const char *s = r && PyUnicode_Check(r) ? PyUnicode_AsUTF8(r) : NULL;
         if (s) copy_utf8_cut(task, sizeof task, s, strlen(s));
         else snprintf(task, sizeof task, "unknown (reading it failed)");
@@ -234,14 +409,18 @@ static void rep_atfork_child(void) {
  * that has not ended, since a thread removes its own, with the GIL, before
  * it ends, and the GIL is held elsewhere while this runs. */
 static pid_t tid_of(PyThreadState *t) {
-#if PY_VERSION_HEX >= 0x030B0000
-  return (pid_t)t->native_thread_id;
-#else
+  if (g_py.off_native_thread_id >= 0) {
+    unsigned long tid;
+    memcpy(&tid, (const char *)t + g_py.off_native_thread_id, sizeof tid);
+    return (pid_t)tid;
+  }
+  if (g_py.off_thread_id < 0) return 0; /* a minor not in the table */
+  unsigned long thread_id;
+  memcpy(&thread_id, (const char *)t + g_py.off_thread_id, sizeof thread_id);
   /* The per-thread CPU clock id encodes the tid: ~(id >> 3) (Linux ABI). */
   clockid_t c;
-  if (pthread_getcpuclockid((pthread_t)t->thread_id, &c) != 0) return 0;
+  if (pthread_getcpuclockid((pthread_t)thread_id, &c) != 0) return 0;
   return (pid_t) ~(c >> 3);
-#endif
 }
 
 /* CPU time of a thread of this process by tid, or -1 (it has ended). */
@@ -442,10 +621,10 @@ static size_t report_hook(lw_loop_t *loop, void *user, char *buf, size_t size) {
                            "Thread %d holds the GIL (stack read without the GIL, as "
                            "faulthandler does):\n",
                            (int)h.tid);
-      n += dump_stack(h.tstate, stack + n, kStackSize / 2 - n);
+      n += dump_stack(h.tstate, stack + n, kStackSize / 2 - n, 0);
       n += (size_t)snprintf(stack + n, kStackSize - n,
                             "The loop thread, waiting for the GIL:\n");
-      dump_stack(self->tstate, stack + n, kStackSize - n);
+      dump_stack(self->tstate, stack + n, kStackSize - n, 0);
     } else if (alive && h.loop_waits) {
       snprintf(task, sizeof task,
                "unknown (the GIL was not released within %llu ms; the loop thread sleeps "
@@ -454,7 +633,7 @@ static size_t report_hook(lw_loop_t *loop, void *user, char *buf, size_t size) {
                (unsigned long long)(kGilWaitNs / 1000000u));
       n = (size_t)snprintf(stack, kStackSize,
                            "(stack read without the GIL, as faulthandler does)\n");
-      dump_stack(self->tstate, stack + n, kStackSize - n);
+      dump_stack(self->tstate, stack + n, kStackSize - n, 0);
     } else if (alive) {
       snprintf(task, sizeof task,
                "unknown (the GIL was not released within %llu ms: the loop thread "
@@ -462,7 +641,7 @@ static size_t report_hook(lw_loop_t *loop, void *user, char *buf, size_t size) {
                (unsigned long long)(kGilWaitNs / 1000000u));
       n = (size_t)snprintf(stack, kStackSize,
                            "(stack read without the GIL, as faulthandler does)\n");
-      dump_stack(self->tstate, stack + n, kStackSize - n);
+      dump_stack(self->tstate, stack + n, kStackSize - n, 0);
     } else {
       snprintf(task, sizeof task, "unknown (the GIL was not released within %llu ms)",
                (unsigned long long)(kGilWaitNs / 1000000u));
@@ -538,7 +717,7 @@ static int Loop_init(LoopObject *self, PyObject *args, PyObject *kw) {
   }
   self->loop = loop;
   self->tstate = PyThreadState_Get();
-  self->interp = PyThreadState_GetInterpreter(self->tstate);
+  self->interp = g_py.interp_get ? g_py.interp_get() : NULL;
   Py_XSETREF(self->task_fn, task_fn == Py_None ? NULL : Py_NewRef(task_fn));
   if (loop) lw_set_report_hook(loop, report_hook, self);
   return 0;
@@ -649,6 +828,8 @@ static PyObject *Loop_get_closed(LoopObject *self, void *closure) {
 }
 
 static int Loop_traverse(LoopObject *self, visitproc visit, void *arg) {
+  /* 3.9+ counts the instance's reference to its heap type; 3.8 does not. */
+  if (g_py.minor >= 9) Py_VISIT(Py_TYPE(self));
   Py_VISIT(self->task_fn);
   return 0;
 }
@@ -659,11 +840,13 @@ static int Loop_clear(LoopObject *self) {
 }
 
 static void Loop_dealloc(LoopObject *self) {
+  PyTypeObject *type = Py_TYPE(self);
   PyObject_GC_UnTrack(self);
-  if (self->weakrefs) PyObject_ClearWeakRefs((PyObject *)self);
   Loop_do_close(self);
   Loop_clear(self);
-  Py_TYPE(self)->tp_free((PyObject *)self);
+  freefunc free_fn = (freefunc)PyType_GetSlot(type, Py_tp_free);
+  free_fn(self);
+  Py_DECREF(type); /* instances of heap types hold their type */
 }
 
 static PyMethodDef Loop_methods[] = {
@@ -689,22 +872,25 @@ static PyGetSetDef Loop_getset[] = {
     {NULL, NULL, NULL, NULL, NULL},
 };
 
-static PyTypeObject LoopType = {
-    PyVarObject_HEAD_INIT(NULL, 0)
-    .tp_name = "loopwatch._native.Loop",
-    .tp_doc = "Loop(name, interval_ns, kind='asyncio', task_fn=None, report_after_ns=0)\n\n"
-              "One slot of the segment. Raises OSError(errno, detail) when it cannot "
-              "be opened.",
-    .tp_basicsize = sizeof(LoopObject),
-    .tp_flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_GC,
-    .tp_new = PyType_GenericNew,
-    .tp_init = (initproc)Loop_init,
-    .tp_dealloc = (destructor)Loop_dealloc,
-    .tp_traverse = (traverseproc)Loop_traverse,
-    .tp_clear = (inquiry)Loop_clear,
-    .tp_methods = Loop_methods,
-    .tp_getset = Loop_getset,
-    .tp_weaklistoffset = offsetof(LoopObject, weakrefs),
+static PyType_Slot Loop_slots[] = {
+    {Py_tp_doc, (void *)"Loop(name, interval_ns, kind='asyncio', task_fn=None, report_after_ns=0)\n\n"
+                        "One slot of the segment. Raises OSError(errno, detail) when it cannot "
+                        "be opened."},
+    {Py_tp_new, (void *)PyType_GenericNew},
+    {Py_tp_init, (void *)Loop_init},
+    {Py_tp_dealloc, (void *)Loop_dealloc},
+    {Py_tp_traverse, (void *)Loop_traverse},
+    {Py_tp_clear, (void *)Loop_clear},
+    {Py_tp_methods, Loop_methods},
+    {Py_tp_getset, Loop_getset},
+    {0, NULL},
+};
+
+/* A heap type: a static PyTypeObject has a different size in 3.8, 3.9-3.11
+ * and 3.12+, so one build cannot declare it. */
+static PyType_Spec Loop_spec = {
+    "loopwatch._native.Loop", sizeof(LoopObject), 0, Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_GC,
+    Loop_slots,
 };
 
 /* ---- module functions ------------------------------------------------- */
@@ -745,7 +931,7 @@ static PyObject *mod_shutdown(PyObject *m, PyObject *unused) {
  * (tests of the formatting; the GIL is released while it waits). */
 static PyObject *mod_report_now(PyObject *m, PyObject *arg) {
   (void)m;
-  if (!PyObject_TypeCheck(arg, &LoopType)) {
+  if (!PyObject_TypeCheck(arg, LoopType)) {
     PyErr_SetString(PyExc_TypeError, "report_now(loop: Loop)");
     return NULL;
   }
@@ -803,6 +989,20 @@ static PyObject *mod_redact_query(PyObject *m, PyObject *arg) {
   return r;
 }
 
+/* What this build found in the running Python (tests, `loopwatch doctor`-like
+ * diagnostics): {"minor", "dump_traceback", "thread_ids"}. */
+static PyObject *mod_runtime(PyObject *m, PyObject *unused) {
+  (void)m, (void)unused;
+  return Py_BuildValue("{s:i,s:s,s:s}", "minor", g_py.minor, "dump_traceback",
+                       g_py.dump_traceback_from ? g_py.dump_traceback_from
+                       : g_py.get_frame        ? "none: frame getters, with the GIL only"
+                                               : "none",
+                       "thread_ids",
+                       g_py.off_native_thread_id >= 0 ? "native_thread_id"
+                       : g_py.off_thread_id >= 0      ? "thread_id"
+                                                      : "unknown");
+}
+
 static PyMethodDef module_methods[] = {
     {"redact_query", mod_redact_query, METH_O,
      "The text with every query string value replaced by REDACTED."},
@@ -816,6 +1016,8 @@ static PyMethodDef module_methods[] = {
     {"shutdown", mod_shutdown, METH_NOARGS, "Stop the reporter thread (at exit)."},
     {"report_now", mod_report_now, METH_O,
      "The text a stall report would carry for this loop, built now."},
+    {"runtime", mod_runtime, METH_NOARGS,
+     "What this build found in the running Python: minor, stack reader, thread ids."},
     {NULL, NULL, 0, NULL},
 };
 
@@ -825,14 +1027,19 @@ static struct PyModuleDef module_def = {
 };
 
 PyMODINIT_FUNC PyInit__native(void) {
-  if (PyType_Ready(&LoopType) < 0) return NULL;
+  py_runtime_init();
+  if (!LoopType) {
+    LoopType = (PyTypeObject *)PyType_FromSpec(&Loop_spec);
+    if (!LoopType) return NULL;
+  }
   PyObject *m = PyModule_Create(&module_def);
   if (!m) return NULL;
-  if (PyModule_AddObjectRef(m, "Loop", (PyObject *)&LoopType) < 0) {
+  Py_INCREF(LoopType);
+  if (PyModule_AddObject(m, "Loop", (PyObject *)LoopType) < 0) {
+    Py_DECREF(LoopType);
     Py_DECREF(m);
     return NULL;
   }
-  g_dump_traceback = (dump_traceback_fn)dlsym(RTLD_DEFAULT, "_Py_DumpTraceback");
   static int atfork_done;
   if (!atfork_done) {
     pthread_condattr_t attr;

@@ -3,7 +3,8 @@
 
 The package keeps process-wide state (a process keeps its first segment for
 life, loops are counted for names, the reporter thread), so the code under
-test runs in a fresh /usr/bin/python3 per case, with its own
+test runs in a fresh Python per case (the one running pytest: ctest runs these
+tests on every CPython the machine has, see tests/python/CMakeLists.txt), with its own
 LOOPWATCH_SEGMENT under tmp_path; the test reads the segment back with the
 real reader (`loopwatch status --json`, see script_support.py).
 
@@ -31,8 +32,22 @@ HERE = pathlib.Path(__file__).resolve().parent
 SOURCE_DIR = pathlib.Path(os.environ.get("LOOPWATCH_SOURCE_DIR") or HERE.parents[2])
 BUILD_DIR = pathlib.Path(os.environ.get("LOOPWATCH_BUILD_DIR") or SOURCE_DIR / "build")
 BIN = pathlib.Path(os.environ.get("LOOPWATCH_BIN") or BUILD_DIR / "sidecar" / "loopwatch").resolve()
-# The Debian Python (pytest, uvloop, uvicorn); the package is built for it.
-PY = "/usr/bin/python3"
+# The Python under test runs the cases too.
+PY = sys.executable
+# uvloop comes from Debian, for Debian's Python only: cases named for it are
+# skipped on the others.
+HAVE_UVLOOP = importlib.util.find_spec("uvloop") is not None
+# The system call of time.sleep(): select() until 3.10, clock_nanosleep() since.
+SLEEP_SYSCALL = "clock_nanosleep" if sys.version_info >= (3, 11) else "pselect6"
+
+
+def pytest_collection_modifyitems(config, items):
+    if HAVE_UVLOOP:
+        return
+    skip = pytest.mark.skip(reason="no uvloop for %s (Debian's 3.11 has it)" % PY)
+    for item in items:
+        if "uvloop" in item.nodeid:
+            item.add_marker(skip)
 
 os.environ["LW_TEST_BIN"] = str(BIN)
 sys.path.insert(0, str(HERE))

@@ -11,7 +11,8 @@ import re
 
 import pytest
 
-from conftest import PY, Child, child_env, line_of, loops_of, status, wait_until, write_script
+from conftest import (PY, SLEEP_SYSCALL, Child, child_env, line_of, loops_of, status, wait_until,
+                      write_script)
 
 # argv[1]: asyncio, uvloop, or thread (an asyncio loop in a second thread
 # while the main thread waits: the report shows the loop thread's stack).
@@ -251,7 +252,7 @@ def test_busy_threads_that_let_the_gil_go_are_not_blamed(stalls, variant):
     child.kill()
     text = stall["text"]
     assert loop["stalls"] == 1, loop  # none while the thread was busy
-    assert stall["class"] == "blocked" and stall["syscall"] == "clock_nanosleep", stall
+    assert stall["class"] == "blocked" and stall["syscall"] == SLEEP_SYSCALL, stall
     assert "GIL" not in text, text
     assert text.startswith("task: Task-1 running main (%s:%d)\n" % (script, line)), text
 
@@ -282,7 +283,7 @@ def test_blocked_in_time_sleep(stalls, variant):
     assert loop["kind"] == ("uvloop" if variant == "blocked-uvloop" else "asyncio")
     assert loop["state"] == "stalled" and loop["stalls"] >= 1
     assert stall["class"] == "blocked", stall
-    assert stall["syscall"] == "clock_nanosleep", stall
+    assert stall["syscall"] == SLEEP_SYSCALL, stall
     assert text.startswith("task: stuck-task running stuck (%s:%d)\n" % (script, line)), text
     assert "\nrequests in flight: unknown (nothing records them in this process: "\
         "loopwatch.asgi.LoopwatchMiddleware or loopwatch.aiohttp.middleware would)\n" in text
@@ -300,7 +301,7 @@ def test_requests_in_flight(stalls):
     loop, stall, line = report_of(child, script, seg, "stall-request", "app")
     child.kill()
     text = stall["text"]
-    assert stall["class"] == "blocked" and stall["syscall"] == "clock_nanosleep", stall
+    assert stall["class"] == "blocked" and stall["syscall"] == SLEEP_SYSCALL, stall
     assert text.startswith("task: slow-request running request ("), text
     # Oldest first, each with its age.
     m = re.search(r"requests in flight: 2\n"

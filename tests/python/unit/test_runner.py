@@ -2,6 +2,7 @@
 """python -m loopwatch.run: options, exit codes, and the zero-code mode
 (names by role and pid, workers, sitecustomize chaining, quiet)."""
 
+import importlib.util
 import os
 import re
 
@@ -75,26 +76,33 @@ def base(tmp_path_factory):
     return d
 
 
+# The role a script run by this Python gets: its program name ("python3" for
+# Debian's, "python" for a pyenv one).
+ROLE = os.path.basename(PY)
+# uvicorn comes from Debian, for Debian's Python only.
+HAVE_UVICORN = importlib.util.find_spec("uvicorn") is not None
+
 # case: (runner options, command after "--" (APP = the app script), extra env,
 #        expected role or None to skip the name check)
 CASES = {
-    "script": ([], [PY, "APP"], {}, "python3"),
+    "script": ([], [PY, "APP"], {}, ROLE),
     "module": ([], [PY, "-m", "mymod"], {}, "mymod"),
     "module_after_flags": ([], [PY, "-u", "-m", "mymod"], {}, "mymod"),
     "role": (["--role", "custom"], [PY, "APP"], {}, "custom"),
     "role_equals": (["--role=edge", "--interval=50ms"], [PY, "APP"], {}, "edge"),
     # "-m" after the script is the script's own argument, not python's -m
     # (known bug at the time of writing: the role becomes "x").
-    "script_with_m_argument": ([], [PY, "APP", "-m", "x"], {}, "python3"),
-    "segment_from_env": (None, [PY, "APP"], {}, "python3"),
-    "workers": ([], [PY, "APP", "workers"], {}, "python3"),
-    "chain": ([], [PY, "APP"], {"USERPATH": True}, "python3"),
-    "quiet": (["-q"], [PY, "APP"], {}, "python3"),
-    "quiet_long": (["--quiet"], [PY, "APP"], {}, "python3"),
-    "quiet_env": ([], [PY, "APP"], {"LOOPWATCH_QUIET": "1"}, "python3"),
-    "uvicorn": ([], [PY, "APP", "uvicorn"], {}, "python3"),
-    "no_middleware": (["--no-middleware"], [PY, "APP", "uvicorn"], {}, "python3"),
+    "script_with_m_argument": ([], [PY, "APP", "-m", "x"], {}, ROLE),
+    "segment_from_env": (None, [PY, "APP"], {}, ROLE),
+    "workers": ([], [PY, "APP", "workers"], {}, ROLE),
+    "chain": ([], [PY, "APP"], {"USERPATH": True}, ROLE),
+    "quiet": (["-q"], [PY, "APP"], {}, ROLE),
+    "quiet_long": (["--quiet"], [PY, "APP"], {}, ROLE),
+    "quiet_env": ([], [PY, "APP"], {"LOOPWATCH_QUIET": "1"}, ROLE),
 }
+if HAVE_UVICORN:
+    CASES["uvicorn"] = ([], [PY, "APP", "uvicorn"], {}, ROLE)
+    CASES["no_middleware"] = (["--no-middleware"], [PY, "APP", "uvicorn"], {}, ROLE)
 
 
 @pytest.fixture(scope="module")
@@ -148,8 +156,8 @@ def test_workers_are_named_role_worker_pid(runs):
     r = one_result(res)
     mp, sub = r["mp"], r["sub"]
     assert mp["pid"] != pid and sub["pid"] not in (pid, mp["pid"])
-    _slot(mp, "python3-worker", mp["pid"])
-    _slot(sub, "python3-worker", sub["pid"])
+    _slot(mp, ROLE + "-worker", mp["pid"])
+    _slot(sub, ROLE + "-worker", sub["pid"])
 
 
 def test_user_sitecustomize_still_runs(runs):
@@ -158,21 +166,22 @@ def test_user_sitecustomize_still_runs(runs):
     assert r["user_sitecustomize"] == pid
     # Once in the runner, once in the app (after loopwatch's own).
     assert err.count("user sitecustomize ran") == 2, err
-    _slot(r, "python3", pid)
+    _slot(r, ROLE, pid)
 
 
 def test_loopwatch_lines_and_quiet(runs):
     pid, (rc, out, err), seg = runs["script"]
     lines = [l for l in err.splitlines() if l.startswith("loopwatch")]
     assert any(l.startswith("loopwatch.run: watching every event loop") for l in lines), err
-    assert any(re.match(r"loopwatch: loop python3-%d \(asyncio\) beats every 100ms into slot \d+ of "
-                        % pid, l) for l in lines), err
+    assert any(re.match(r"loopwatch: loop %s-%d \(asyncio\) beats every 100ms into slot \d+ of "
+                        % (re.escape(ROLE), pid), l) for l in lines), err
     for case in ("quiet", "quiet_long", "quiet_env"):
         pid, (rc, out, err), seg = runs[case]
         assert rc == 0
         assert [l for l in err.splitlines() if l.startswith("loopwatch")] == [], (case, err)
 
 
+@pytest.mark.skipif(not HAVE_UVICORN, reason="no uvicorn for this Python (Debian's 3.11 has it)")
 def test_uvicorn_app_is_wrapped_unless_no_middleware(runs):
     r = one_result(runs["uvicorn"][1])
     assert r["loaded_app"] == "LoopwatchMiddleware"

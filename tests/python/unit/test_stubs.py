@@ -80,6 +80,9 @@ def public_api(module):
 
 
 @pytest.mark.parametrize("stub", ["__init__", "asgi", "run"])
+@pytest.mark.skipif(not hasattr(ast, "unparse"),
+                    reason="compares annotations with ast.unparse (3.9+); the stubs are the same "
+                           "files on every Python")
 def test_python_module_stub(stub):
     module = MODULES[stub]
     tree = parse(stub)
@@ -128,6 +131,9 @@ def check_class(node, cls):
         assert instance.app is app
 
 
+@pytest.mark.skipif(not hasattr(ast, "unparse"),
+                    reason="compares annotations with ast.unparse (3.9+); the stubs are the same "
+                           "files on every Python")
 def test_native_stub(monkeypatch):
     # An inert Loop (loopwatch off) to call the methods on: no segment.
     monkeypatch.delenv("LOOPWATCH_SEGMENT", raising=False)
