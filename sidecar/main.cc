@@ -16,6 +16,7 @@
 #include "hold.h"
 #include "http/servers.h"
 #include "inject/cli.h"
+#include "inject/python_payload.h"
 #include "inject/webhook.h"
 #include "log.h"
 #include "memory.h"
@@ -42,6 +43,9 @@ constexpr const char* kUsage =
     "  inject    add the sidecar to Kubernetes manifests (stdin to stdout)\n"
     "  uninject  take out what inject added\n"
     "  webhook   the mutating admission webhook that injects at pod creation\n"
+    "  python-payload DEST\n"
+    "            copy the Python package and start-up hook into DEST (an init\n"
+    "            container's job: Python apps watched with no image rebuild)\n"
     "  version   print the version\n"
     "  help      print this help; `loopwatch run --help` lists every setting\n"
     "\n"
@@ -156,6 +160,9 @@ int main(int argc, char** argv) {
                                             std::cerr);
   }
   if (cmd == "webhook") return loopwatch::inject::WebhookCommand(rest, std::cout, std::cerr);
+  if (cmd == "python-payload") {
+    return loopwatch::inject::PythonPayloadCommand(rest, std::cout, std::cerr);
+  }
   if (cmd == "version" || cmd == "--version" || cmd == "-V") {
     std::cout << loopwatch::VersionText() << "\n";
     return 0;

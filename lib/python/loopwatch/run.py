@@ -119,7 +119,10 @@ def main(argv: Optional[List[str]] = None) -> int:
 
     package_parent = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     bootstrap = os.path.join(package_parent, "loopwatch", "_bootstrap")
-    path = [bootstrap, package_parent] + [p for p in env.get("PYTHONPATH", "").split(os.pathsep) if p]
+    # The bootstrap first, then the app's path as it was: the bootstrap adds
+    # package_parent at the end of sys.path where loopwatch is not importable
+    # (the bootstrap of `loopwatch python-payload`, the same file).
+    path = [bootstrap] + [p for p in env.get("PYTHONPATH", "").split(os.pathsep) if p]
     env["PYTHONPATH"] = os.pathsep.join(path)
     env["LOOPWATCH_AUTO"] = "1"
     env.setdefault("LOOPWATCH_ROLE", _role_of(command))

@@ -1,37 +1,117 @@
 # SPDX-License-Identifier: Apache-2.0
-"""Imported at start-up by every Python process below `python -m loopwatch.run`
-(the runner puts this directory first on PYTHONPATH): turns on zero-code
-mode, then runs the sitecustomize this one hides, if there is one."""
+"""loopwatch's start-up hook. Python imports the first `sitecustomize` on
+its path when it starts, so with this directory first on PYTHONPATH every
+Python process of an app, and every worker it starts, runs this file:
 
-import importlib.util
+- with LOOPWATCH_SEGMENT set (and LOOPWATCH_AUTO not "0"), it turns on
+  zero-code mode: every asyncio and uvloop loop gets a heartbeat, servers get
+  the request middleware (what `python -m loopwatch.run` does; the runner
+  puts this directory on PYTHONPATH too);
+- then it runs the app's own sitecustomize, the one this file hides (from
+  the image or later on the path), and lets what that raises be reported,
+  not stop the app.
+
+It adds one entry to sys.path, last: the directory that holds the loopwatch
+package, when `loopwatch` is not importable already. So it shadows nothing
+of the app's and removes nothing. A Python that loopwatch cannot serve gets
+one line on stderr and runs as if this file were not there. This file is
+read by every Python that finds it, so it is written for all of them.
+"""
+
 import os
 import sys
 
 
+def _say(text):
+    if os.environ.get("LOOPWATCH_QUIET", "") in ("", "0"):
+        sys.stderr.write("loopwatch: %s\n" % text)
+
+
+def _package_parent():
+    # <parent>/loopwatch/_bootstrap/sitecustomize.py
+    return os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+
+def _unsupported():
+    """Why this Python cannot load the package, or None. Kept in step with
+    loopwatch/_compat.py, which cannot be imported before this check."""
+    impl = getattr(sys, "implementation", None)
+    name = getattr(impl, "name", "cpython" if sys.version_info[0] == 2 else "unknown")
+    version = "%d.%d.%d" % tuple(sys.version_info[:3])
+    if name != "cpython":
+        return "%s %s is not CPython" % (name, version)
+    if sys.version_info[:2] < (3, 8) or sys.version_info[:2] > (3, 13):
+        return "CPython %s: this build serves 3.8 to 3.13" % version
+    try:
+        from loopwatch import _compat  # noqa: the check itself, with every case
+    except Exception as e:
+        return "the loopwatch package did not import: %r" % (e,)
+    return _compat.unsupported()
+
+
 def _enable():
-    if os.environ.get("LOOPWATCH_AUTO") != "1":
+    if not os.environ.get("LOOPWATCH_SEGMENT"):
         return
+    if os.environ.get("LOOPWATCH_AUTO", "1") != "1":
+        return
+    parent = _package_parent()
+    try:
+        import importlib.util
+        if importlib.util.find_spec("loopwatch") is None:
+            sys.path.append(parent)
+    except Exception:
+        sys.path.append(parent)
+    why = _unsupported()
+    if why:
+        _say("off in pid %d: %s" % (os.getpid(), why))
+        return
+    # The first Python process of the app (the one the runner or the pod
+    # starts); processes below it see this and name their loops "-worker".
+    os.environ.setdefault("LOOPWATCH_ROOT_PID", str(os.getpid()))
     try:
         from loopwatch import _auto
         _auto.enable()
     except Exception as e:  # the app must start regardless
-        sys.stderr.write("loopwatch: zero-code mode is off in pid %d: %r\n" % (os.getpid(), e))
+        _say("zero-code mode is off in pid %d: %r" % (os.getpid(), e))
 
 
 def _chain():
+    """Run the sitecustomize this file hides: the next one on sys.path."""
     here = os.path.dirname(os.path.abspath(__file__))
+    if sys.version_info < (3, 4):  # no importlib.machinery: imp's way
+        import imp
+        for entry in sys.path:
+            if os.path.abspath(entry or ".") == here:
+                continue
+            try:
+                found = imp.find_module("sitecustomize", [entry])
+            except ImportError:
+                continue
+            if os.path.dirname(os.path.abspath(found[1])) != here:
+                imp.load_module("sitecustomize", *found)
+                return
+        return
+    import importlib.machinery
+    import importlib.util
     for entry in sys.path:
         if os.path.abspath(entry or ".") == here:
             continue
         spec = importlib.machinery.PathFinder.find_spec("sitecustomize", [entry])
-        if spec is not None and spec.origin and os.path.dirname(spec.origin) != here:
+        if spec is not None and spec.origin and os.path.dirname(os.path.abspath(spec.origin)) != here:
             module = importlib.util.module_from_spec(spec)
+            # As Python would have it: the app's module is `sitecustomize`.
+            sys.modules["sitecustomize"] = module
             spec.loader.exec_module(module)
             return
 
 
-_enable()
+try:
+    _enable()
+except Exception as e:  # noqa: nothing ever raises into the app
+    _say("zero-code mode is off in pid %d: %r" % (os.getpid(), e))
 try:
     _chain()
 except Exception as e:
-    sys.stderr.write("loopwatch: the hidden sitecustomize failed: %r\n" % (e,))
+    # Python itself would print this and go on; so do we.
+    sys.stderr.write("Error in sitecustomize; set PYTHONVERBOSE for traceback:\n%s: %s\n"
+                     % (type(e).__name__, e))
