@@ -200,10 +200,14 @@ bool Remove(PodTemplate& t, const Json& status, std::string* why) {
     *why = "loopwatch.io/status names no container list";
     return false;
   }
-  if (spec.contains(in)) {
-    EraseNamed(spec[in], status["sidecar"].get<std::string>());
-    if (spec[in].empty() && Contains(created, in.c_str())) spec.erase(in);
-  }
+  if (spec.contains(in)) EraseNamed(spec[in], status["sidecar"].get<std::string>());
+  if (status.contains("python_init") && status["python_init"].is_string() &&
+      spec.contains("initContainers"))
+    EraseNamed(spec["initContainers"], status["python_init"].get<std::string>());
+  for (const char* list : {"initContainers", "containers"})
+    if (spec.contains(list) && spec[list].is_array() && spec[list].empty() &&
+        Contains(created, list))
+      spec.erase(list);
   if (spec.contains("volumes")) {
     for (const Json& v : status.value("volumes", Json::array()))
       if (v.is_string()) EraseNamed(spec["volumes"], v.get<std::string>());
@@ -227,7 +231,9 @@ bool Remove(PodTemplate& t, const Json& status, std::string* why) {
     if (container->contains("volumeMounts")) {
       Json& mounts = (*container)["volumeMounts"];
       for (const Json& m : c.value("volumeMounts", Json::array()))
-        if (m.is_string()) EraseNamed(mounts, m.get<std::string>(), {{"mountPath", kMountPath}});
+        if (m.is_string())
+          EraseNamed(mounts, m.get<std::string>(),
+                     {{"mountPath", m == kPythonName ? kPythonMountPath : kMountPath}});
       if (mounts.is_array() && mounts.empty() && Contains(ccreated, "volumeMounts"))
         container->erase("volumeMounts");
     }
@@ -303,6 +309,27 @@ Json SidecarContainer(const InjectorSettings& s, const PodConfig& pc, const Json
                               {"seccompProfile", {{"type", "RuntimeDefault"}}}};
   c["volumeMounts"] =
       Json::array({Json{{"name", kVolumeName}, {"mountPath", kMountPath}}});
+  return c;
+}
+
+// The init container that copies the Python payload into its volume: the
+// sidecar's image, the same "restricted" settings, a few MiB for a moment.
+Json PythonInitContainer(const InjectorSettings& s) {
+  Json c = Json::object();
+  c["name"] = kPythonName;
+  c["image"] = s.image;
+  if (!s.image_pull_policy.empty()) c["imagePullPolicy"] = s.image_pull_policy;
+  c["args"] = Json::array({"python-payload", kPythonMountPath});
+  c["resources"] = Json{{"requests", {{"cpu", "10m"}, {"memory", "16Mi"}}},
+                        {"limits", {{"memory", "32Mi"}}}};
+  c["securityContext"] = Json{{"runAsNonRoot", true},
+                              {"runAsUser", s.run_as_user},
+                              {"runAsGroup", s.run_as_user},
+                              {"allowPrivilegeEscalation", false},
+                              {"readOnlyRootFilesystem", true},
+                              {"capabilities", {{"drop", Json::array({"ALL"})}}},
+                              {"seccompProfile", {{"type", "RuntimeDefault"}}}};
+  c["volumeMounts"] = Json::array({Json{{"name", kPythonName}, {"mountPath", kPythonMountPath}}});
   return c;
 }
 
@@ -395,6 +422,14 @@ Report InjectFresh(PodTemplate& t, const InjectorSettings& s) {
   if (!ListOrAbsent(spec, "volumes")) return refuse("spec.volumes is not a list");
   if (spec.contains("volumes") && FindNamed(spec["volumes"], kVolumeName))
     return refuse("it has a volume named loopwatch already");
+  if (pc.python) {
+    if (spec.contains("volumes") && FindNamed(spec["volumes"], kPythonName))
+      return refuse(std::string("it has a volume named ") + kPythonName + " already");
+    for (const char* list : {"containers", "initContainers"})
+      if (spec.contains(list) && FindNamed(spec[list], kPythonName))
+        return refuse(std::string("it has a container named ") + kPythonName + " (in " + list +
+                      ") already");
+  }
   for (const char* map : {"labels", "annotations"}) {
     if (!meta.contains(map)) continue;
     if (!meta[map].is_object()) return refuse(std::string("metadata.") + map + " is not a mapping");
@@ -443,13 +478,39 @@ Report InjectFresh(PodTemplate& t, const InjectorSettings& s) {
     for (const char* list : {"env", "volumeMounts"})
       if (!ListOrAbsent(c, list)) return refuse("container " + name + ": " + list + " is not a list");
     if (c.contains("volumeMounts")) {
-      for (const Json& m : c["volumeMounts"])
+      for (const Json& m : c["volumeMounts"]) {
         if (Str(m, "mountPath") == kMountPath)
           return refuse("container " + name + " already mounts something at " + kMountPath);
+        if (pc.python && Str(m, "mountPath") == kPythonMountPath)
+          return refuse("container " + name + " already mounts something at " + kPythonMountPath);
+      }
     }
     Json env_record = Json::object();
     SetEnv(c, "LOOPWATCH_SEGMENT", kSegmentPath, &env_record, &created);
     SetEnv(c, "LOOPWATCH_CONTAINER", name, &env_record, &created);
+    if (pc.python) {
+      // The bootstrap first, then whatever the app's Python path was: a
+      // literal value in the spec, else what the pod declares its image
+      // sets (the spec's value replaces the image's ENV at run time).
+      std::string path = kPythonBootstrap;
+      const Json* old = c.contains("env") ? FindNamed(c["env"], "PYTHONPATH") : nullptr;
+      if (old && old->contains("valueFrom"))
+        return refuse("container " + name + ": PYTHONPATH comes from valueFrom, which the "
+                      "injector cannot read, so it cannot keep it after loopwatch's; give it "
+                      "as a value, or move it to " + AnnotationName("python-path"));
+      if (old && old->contains("value") && !(*old)["value"].is_string())
+        return refuse("container " + name + ": PYTHONPATH's value is not a string");
+      const std::string literal = old ? Str(*old, "value") : "";
+      if (!literal.empty()) {
+        path += ":" + literal;
+        if (pc.python_path_set)
+          r.notes.push_back(name + ": PYTHONPATH is set in the pod spec, which replaces the "
+                            "image's, so " + AnnotationName("python-path") + " is not used");
+      } else if (pc.python_path_set) {
+        path += ":" + pc.python_path;
+      }
+      SetEnv(c, "PYTHONPATH", path, &env_record, &created);
+    }
     record["env"] = env_record;
     if (!c.contains("volumeMounts")) {
       c["volumeMounts"] = Json::array();
@@ -457,6 +518,11 @@ Report InjectFresh(PodTemplate& t, const InjectorSettings& s) {
     }
     c["volumeMounts"].push_back(Json{{"name", kVolumeName}, {"mountPath", kMountPath}});
     record["volumeMounts"] = Json::array({kVolumeName});
+    if (pc.python) {
+      c["volumeMounts"].push_back(
+          Json{{"name", kPythonName}, {"mountPath", kPythonMountPath}, {"readOnly", true}});
+      record["volumeMounts"].push_back(kPythonName);
+    }
 
     Json probes = Json::object();
     Json nulls = Json::array();
@@ -501,6 +567,16 @@ Report InjectFresh(PodTemplate& t, const InjectorSettings& s) {
     status["created"].push_back(list);
   }
   spec[list].push_back(SidecarContainer(s, pc, app_probes));
+  if (pc.python) {
+    // After a native sidecar: it starts first, so the app's probes have it.
+    if (!spec.contains("initContainers")) {
+      spec["initContainers"] = Json::array();
+      status["created"].push_back("initContainers");
+    }
+    spec["initContainers"].push_back(PythonInitContainer(s));
+    status["python_init"] = kPythonName;
+    status["volumes"].push_back(kPythonName);
+  }
   if (!spec.contains("volumes")) {
     spec["volumes"] = Json::array();
     status["created"].push_back("volumes");
@@ -508,6 +584,8 @@ Report InjectFresh(PodTemplate& t, const InjectorSettings& s) {
   Json volume = Json{{"name", kVolumeName}, {"emptyDir", {{"medium", "Memory"}}}};
   if (!s.volume_size.empty()) volume["emptyDir"]["sizeLimit"] = s.volume_size;
   spec["volumes"].push_back(volume);
+  if (pc.python)
+    spec["volumes"].push_back(Json{{"name", kPythonName}, {"emptyDir", {{"sizeLimit", "16Mi"}}}});
 
   SetMapEntry(meta, "labels", kInjectedLabel, "true", status);
   // What deploy/monitoring/podmonitor.yaml selects, as on hand-made pods.

@@ -45,6 +45,11 @@ inline constexpr const char* kSidecarName = "loopwatch";
 inline constexpr const char* kVolumeName = "loopwatch";
 inline constexpr const char* kMountPath = "/run/loopwatch";
 inline constexpr const char* kSegmentPath = "/run/loopwatch/segment";
+// config.loopwatch.io/python: "true": the Python payload, copied by an init
+// container of the sidecar's image into a volume the app mounts read-only.
+inline constexpr const char* kPythonName = "loopwatch-python";  // init container, volume
+inline constexpr const char* kPythonMountPath = "/loopwatch-python";
+inline constexpr const char* kPythonBootstrap = "/loopwatch-python/loopwatch/_bootstrap";
 
 // The injector's own settings: what every injected sidecar gets unless the
 // pod's annotations say otherwise.

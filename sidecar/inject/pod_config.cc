@@ -52,7 +52,7 @@ const std::vector<std::string>& PodSettableKeys() {
 const std::vector<std::string>& InjectorKeys() {
   static const std::vector<std::string> keys = {
       "containers", "probes", "native-sidecar", "cpu-request", "cpu-limit",
-      "memory-request", "memory-limit"};
+      "memory-request", "memory-limit", "python", "python-path"};
   return keys;
 }
 
@@ -101,6 +101,19 @@ bool ReadPodConfig(const Json& meta, const InjectorSettings& s, PodConfig* pc,
         if (!pc->liveness && !pc->readiness && !pc->startup)
           return bad("names no probe; expected none, or some of liveness,readiness,startup");
       }
+    } else if (key == "python") {
+      if (v != "true" && v != "false") return bad("is not true or false");
+      pc->python = v == "true";
+    } else if (key == "python-path") {
+      // The image's ENV PYTHONPATH, which no webhook can see: kept after
+      // the bootstrap. Entries are paths; an empty one would mean the
+      // working directory to Python, so none is allowed.
+      if (v.empty()) return bad("is empty; expected the image's PYTHONPATH, e.g. /app/src:/app/lib");
+      if (v.front() == ':' || v.back() == ':' || v.find("::") != std::string::npos)
+        return bad("has an empty entry (\"::\" or a ':' at an end), which Python reads as "
+                   "the working directory");
+      pc->python_path = v;
+      pc->python_path_set = true;
     } else if (key == "native-sidecar") {
       if (v != "true" && v != "false") return bad("is not true or false");
       pc->native_sidecar = v == "true";
@@ -146,6 +159,11 @@ bool ReadPodConfig(const Json& meta, const InjectorSettings& s, PodConfig* pc,
            AnnotationName(std::string(what) + "-limit") + ")";
     return false;
   };
+  if (pc->python_path_set && !pc->python) {
+    *why = AnnotationName("python-path") + " is set without " + AnnotationName("python") +
+           ": \"true\"; it only tells the Python payload which PYTHONPATH to keep";
+    return false;
+  }
   return check_pair(pc->cpu_request, pc->cpu_limit, "cpu") &&
          check_pair(pc->memory_request, pc->memory_limit, "memory");
 }

@@ -21,6 +21,9 @@ struct PodConfig {
   std::vector<std::string> containers;  // empty: the default choice
   bool liveness = true, readiness = true, startup = true;
   bool native_sidecar = true;
+  bool python = false;          // config.loopwatch.io/python: "true"
+  bool python_path_set = false; // config.loopwatch.io/python-path given
+  std::string python_path;      // the PYTHONPATH the image's ENV sets
   std::string cpu_request, cpu_limit, memory_request, memory_limit;
   std::vector<std::pair<std::string, std::string>> sidecar_env;  // LOOPWATCH_X, value
 };
