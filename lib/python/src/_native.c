@@ -283,6 +283,11 @@ static size_t dump_stack(PyThreadState *tstate, char *buf, size_t size, int have
   if (!g_py.dump_traceback) {
     if (have_gil && g_py.get_frame && g_py.frame_back && g_py.frame_code)
       return walk_stack(tstate, buf, size);
+    if (have_gil)
+      return (size_t)snprintf(buf, size,
+                              "Stack: unavailable (this Python 3.%d has neither "
+                              "_Py_DumpTraceback nor the frame functions of 3.9+)\n",
+                              g_py.minor);
     return (size_t)snprintf(buf, size,
                             "Stack: unavailable without the GIL (this Python 3.%d neither "
                             "exports _Py_DumpTraceback nor has it in a symbol table)\n",
