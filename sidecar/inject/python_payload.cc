@@ -108,7 +108,10 @@ int PythonPayloadCommand(const std::vector<std::string>& args, std::ostream& out
     if (it->is_directory(ec)) {
       fs::create_directories(target, ec);
     } else if (it->is_regular_file(ec)) {
-      fs::copy_file(it->path(), target, fs::copy_options::overwrite_existing, ec);
+      // Run again (an init container re-run when the pod restarts), the
+      // copy replaces its own read-only files: removed first, not opened.
+      fs::remove(target, ec);
+      if (!ec) fs::copy_file(it->path(), target, ec);
       if (!ec) {
         files++;
         bytes += it->file_size(ec);

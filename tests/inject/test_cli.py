@@ -1,11 +1,13 @@
 # SPDX-License-Identifier: Apache-2.0
-"""`loopwatch inject` as a command: pipes, forms, errors and exit codes."""
+"""`loopwatch inject` as a command: pipes, forms, errors and exit codes; and
+`loopwatch python-payload`, which the injected init container runs."""
 
 import json
 import os
 import subprocess
 import time
 
+import pytest
 import yaml
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -175,3 +177,61 @@ def test_invalid_utf8_is_refused_not_mangled():
     r = subprocess.run([BIN, "inject"], input=text, capture_output=True, timeout=30)
     assert r.returncode == 1, r.stderr
     assert b"Pod/p: refused: the object is not valid UTF-8" in r.stderr, r.stderr
+
+
+# ---- loopwatch python-payload
+
+def _fake_payload(root):
+    """A payload tree as the image lays it out (contents are not read)."""
+    boot = root / "loopwatch" / "_bootstrap"
+    boot.mkdir(parents=True)
+    (boot / "sitecustomize.py").write_text("# hook\n")
+    (boot / "__init__.py").write_text("")
+    (root / "loopwatch" / "__init__.py").write_text("# package\n")
+    (root / "loopwatch" / "_native.so").write_bytes(b"\x7fELF" + b"\0" * 100)
+    (root / "loopwatch" / "__pycache__").mkdir()
+    (root / "loopwatch" / "__pycache__" / "x.pyc").write_bytes(b"stale")
+    return root
+
+
+def test_python_payload_copies_read_only_and_again(tmp_path):
+    src = _fake_payload(tmp_path / "src")
+    dest = tmp_path / "dest"
+    for _ in range(2):  # an init container run again when the pod restarts
+        p = run(["python-payload", "--from", str(src), str(dest)])
+        assert p.returncode == 0, p.stderr
+        assert p.stdout == ("loopwatch python-payload: copied 4 files (1 KiB) from %s to %s; "
+                            "set PYTHONPATH=%s/loopwatch/_bootstrap\n" % (src, dest, dest))
+    assert (dest / "loopwatch" / "_bootstrap" / "sitecustomize.py").read_text() == "# hook\n"
+    assert not (dest / "loopwatch" / "__pycache__").exists()
+    assert oct((dest / "loopwatch" / "__init__.py").stat().st_mode & 0o777) == "0o444"
+    assert oct((dest / "loopwatch" / "_native.so").stat().st_mode & 0o777) == "0o555"
+
+
+@pytest.mark.parametrize("args, code, message", [
+    ([], 2, "loopwatch python-payload: no DEST"),
+    (["a", "b"], 2, 'one DEST only (got "a" and "b")'),
+    (["--bogus", "d"], 2, 'unknown option "--bogus"'),
+    (["--from"], 2, "--from needs a directory"),
+    (["--from", "/nonexistent", "d"], 2,
+     "no payload in /nonexistent (/nonexistent/loopwatch/_bootstrap/sitecustomize.py is missing)"),
+])
+def test_python_payload_bad_usage(tmp_path, args, code, message):
+    p = run(["python-payload"] + args)
+    assert p.returncode == code, p.stderr
+    assert message in p.stderr
+    assert p.stdout == ""
+
+
+def test_python_payload_into_a_file_fails_clearly(tmp_path):
+    src = _fake_payload(tmp_path / "src")
+    (tmp_path / "file").write_text("x")
+    p = run(["python-payload", "--from", str(src), str(tmp_path / "file")])
+    assert p.returncode == 1
+    assert p.stderr.startswith("loopwatch python-payload: cannot create %s: " % (tmp_path / "file"))
+
+
+def test_python_payload_help():
+    p = run(["python-payload", "--help"])
+    assert p.returncode == 0 and p.stdout.startswith("Usage: loopwatch python-payload")
+    assert "PYTHONPATH=DEST/loopwatch/_bootstrap" in p.stdout
