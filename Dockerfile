@@ -4,9 +4,12 @@
 #   podman build --build-arg BASE_IMAGE=localhost/debian:bookworm -t loopwatch:0.1.0 .
 #
 # Stage "build" compiles the sidecar from this tree with Debian's own
-# packages. The runtime stage starts from nothing and holds only the
-# stripped `loopwatch` binary, the shared libraries it loads (found with
-# ldd), their Debian copyright files and the project's license. It runs as
+# packages, and the Python package (one build for CPython 3.8 to 3.13) that
+# `loopwatch python-payload` hands to apps through an init container. The
+# runtime stage starts from nothing and holds only the stripped `loopwatch`
+# binary, the shared libraries it loads (found with ldd), their Debian
+# copyright files, the project's license and the Python payload in
+# /usr/share/loopwatch/python. It runs as
 # the numeric user 65532, needs no capabilities and writes nothing outside
 # the segment volume, so it works on a read-only root filesystem.
 
@@ -17,6 +20,7 @@ RUN apt-get update \
  && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends \
       g++ cmake make pkg-config binutils \
       libcpp-httplib-dev libyaml-cpp-dev prometheus-cpp-dev libspdlog-dev nlohmann-json3-dev libssl-dev \
+      python3-dev python3-pip python3-setuptools python3-wheel \
  && rm -rf /var/lib/apt/lists/*
 WORKDIR /src
 COPY CMakeLists.txt LICENSE ./
@@ -47,6 +51,18 @@ RUN set -eu; \
     done; \
     chown 65532:65532 /rootfs/run/loopwatch; \
     chroot /rootfs /usr/bin/loopwatch --version
+# The Python payload: the package as pip installs it (offline, Debian's
+# setuptools), its _native.so stripped, no bytecode (each app's Python
+# writes its own, or not, on its read-only mount).
+RUN set -eu; \
+    python3 -m pip install --no-build-isolation --no-index --no-deps --no-compile \
+      --break-system-packages --target /rootfs/usr/share/loopwatch/python lib/python; \
+    rm -rf /rootfs/usr/share/loopwatch/python/*.dist-info /rootfs/usr/share/loopwatch/python/bin; \
+    find /rootfs/usr/share/loopwatch/python -name __pycache__ -prune -exec rm -rf {} +; \
+    strip --strip-unneeded /rootfs/usr/share/loopwatch/python/loopwatch/_native.so; \
+    chroot /rootfs /usr/bin/loopwatch python-payload /tmp/payload-check; \
+    rm -rf /rootfs/tmp; \
+    du -sk /rootfs/usr/share/loopwatch/python
 
 FROM scratch
 COPY --from=build /rootfs/ /

@@ -16,6 +16,9 @@ the test needs it:
 - an env value from the downward API's status.hostIP (the sidecar's
   LOOPWATCH_PROBE_PEERS), which podman 4.3 refuses to play, becomes a
   literal address (HOST_IP_STANDIN: podman has no node);
+- a pod with init containers left (the Python payload's) gets
+  restartPolicy: OnFailure, since podman 4.3 restarts completed init
+  containers under Always;
 - the pod's volumes and the ConfigMap get the pod's name as a prefix,
   since kube play makes podman volumes of them, so the test can remove
   exactly its own.
@@ -64,6 +67,11 @@ def render(name, sidecar_port, app_port, env, deployment_file=None, app_command=
     spec["initContainers"] = [c for c in spec["initContainers"] if c not in sidecars]
     if not spec["initContainers"]:
         del spec["initContainers"]
+    elif spec.get("restartPolicy", "Always") == "Always":
+        # podman 4.3 applies restartPolicy: Always to init containers too: it
+        # starts a completed one again (the kubelet never does), then fails
+        # to remove it. OnFailure plays them once, as the kubelet does.
+        spec["restartPolicy"] = "OnFailure"
     for c in sidecars:
         del c["restartPolicy"]
     spec["containers"] = spec["containers"] + sidecars

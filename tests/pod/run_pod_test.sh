@@ -20,7 +20,13 @@
 #      (orders-plain.yaml), played twice: with the app under the Python
 #      package's runner (probes judged on its loop; a stall gives 503 and a
 #      report), and without it (probes answered by the app's own /health),
-#   5. teardown of the pods and their volumes, also when a check fails.
+#   5. the Python payload: an app image with no loopwatch in it
+#      (deploy/examples/fastapi/Dockerfile.plain), its Deployment
+#      (orders-python.yaml) injected with config.loopwatch.io/python, played
+#      under uvicorn and under gunicorn with two UvicornWorkers: the payload
+#      init container copies the package in, the loops beat, a blocking call
+#      gives 503 and a report naming the blocking line of app.py,
+#   6. teardown of the pods and their volumes, also when a check fails.
 #
 #   tests/pod/run_pod_test.sh [--workdir DIR] [--rebuild-base] [--keep]
 #
@@ -217,6 +223,15 @@ wait_code() {
       return 1
     fi
     sleep 0.05
+  done
+}
+# wait_answer PORT PATH "CODE BODY" TIMEOUT: polls every 100 ms until the whole
+# answer is the one given (a loop may appear after the probe first passes).
+wait_answer() {
+  local port=$1 path=$2 want=$3 deadline=$((SECONDS + $4))
+  until [[ $(http "$port" "$path") == "$want" ]]; do
+    ((SECONDS < deadline)) || return 1
+    sleep 0.1
   done
 }
 # Seconds since a `date +%s.%N` timestamp.
@@ -440,19 +455,22 @@ remove_pod
   >"$work/orders-injected.yaml" 2>"$work/inject.log" || { cat "$work/inject.log"; die "loopwatch inject failed"; }
 cat "$work/inject.log"
 
-# play_injected NAME [render args...]: plays the injected Deployment as pod NAME.
+# play_injected NAME [render args...]: plays the injected Deployment
+# ($injected) as pod NAME.
+injected=$work/orders-injected.yaml
 play_injected() {
+  remove_pod  # the pod played before this one
   pod=$1
   shift
   pod_yaml=$work/$pod.yaml
   sidecar_ctr=$pod-loopwatch
   app_ctr=$pod-app
-  remove_pod
+  remove_pod  # one of this name left by an earlier run
   # Fresh host ports: the last pod's may not be free again yet.
   lw_port=$(free_port)
   app_port=$(free_port)
   while [[ $app_port == "$lw_port" ]]; do app_port=$(free_port); done
-  "$py" "$root/tests/pod/render_pod.py" --deployment "$work/orders-injected.yaml" --name "$pod" \
+  "$py" "$root/tests/pod/render_pod.py" --deployment "$injected" --name "$pod" \
     --sidecar-port "$lw_port" --app-port "$app_port" --env BILLING_LATENCY_SECONDS=8 "$@" >"$pod_yaml"
   podman kube play "$pod_yaml" >"$work/play-$pod.log" 2>&1 ||
     { cat "$work/play-$pod.log"; die "podman kube play of $pod failed"; }
@@ -465,7 +483,8 @@ if t=$(wait_code "$lw_port" "/startupz?container=app" 200 60); then
 else
   die "/startupz?container=app never 200: $t"
 fi
-if t=$(wait_code "$lw_port" "/livez?container=app" 200 30); then :; else fail "/livez?container=app: $t"; fi
+# Until the loop beats, the app's own probe answers for it.
+wait_answer "$lw_port" "/livez?container=app" "200 ok: 1 loops, 1 live" 30 || true
 out=$(http "$lw_port" "/livez?container=app")
 check "the sidecar judges the app on its loop ($out)" [ "$out" = "200 ok: 1 loops, 1 live" ]
 called=$(date +%s.%N)
@@ -510,6 +529,86 @@ check "its loop blocked, its own probe times out as the kubelet's would: ${out:0
 wait "$invoice" || true
 if t=$(wait_code "$lw_port" "/livez?container=app" 200 5); then pass "and passes again after"; else fail "/livez?container=app: $t"; fi
 check "the sidecar saw no loop at all" [ -z "$(sidecar_log "loop appeared")" ]
+
+# ---------------------------------------------------------------- python payload
+step "python payload: images"
+plain_image=loopwatch-orders-plain:0.1.0
+podman build --build-arg BASE_IMAGE="$base_image" -t "$plain_image" \
+  -f "$root/deploy/examples/fastapi/Dockerfile.plain" "$root" >"$work/build-plain.log" 2>&1 ||
+  { tail -30 "$work/build-plain.log"; die "podman build of the plain app image failed (log: $work/build-plain.log)"; }
+echo "built $plain_image: $(image_size "$plain_image")"
+check "the plain app image has no loopwatch in it" \
+  podman run --rm "$plain_image" python3 -c 'import importlib.util, sys; sys.exit(importlib.util.find_spec("loopwatch") is not None)'
+rm -rf "$work/payload" && mkdir -m 1777 "$work/payload"
+out=$(podman run --rm -v "$work/payload:/out" "$sidecar_image" python-payload /out 2>&1) || fail "python-payload in the sidecar image: $out"
+echo "$out"
+check "the sidecar image carries the payload" test -f "$work/payload/loopwatch/_bootstrap/sitecustomize.py"
+echo "payload size: $(du -sk "$work/payload" | cut -f1) KiB on disk ($(du -sk "$work/payload/loopwatch/_native.so" | cut -f1) KiB of it _native.so)"
+"$lw_bin" inject --all --image "$sidecar_image" -f "$root/tests/pod/orders-python.yaml" \
+  >"$work/orders-python-injected.yaml" 2>"$work/inject-python.log" ||
+  { cat "$work/inject-python.log"; die "loopwatch inject of orders-python.yaml failed"; }
+cat "$work/inject-python.log"
+injected=$work/orders-python-injected.yaml
+blocking_line=$(grep -n 'BUG: blocks the event loop' "$root/examples/fastapi/app.py" | cut -d: -f1)
+
+# python_stall ROLE_RE: a blocking call gives 503 naming a loop of ROLE_RE
+# and a stall report whose stack names the blocking line of app.py.
+python_stall() {
+  local role_re=$1 called after out report invoice
+  called=$(date +%s.%N)
+  curl -s -m 30 -o /dev/null -X POST "http://127.0.0.1:$app_port/orders/42/invoice" &
+  invoice=$!
+  if t=$(wait_code "$lw_port" "/livez?container=app" 503 10); then
+    after=$(since "$called")
+    check "/livez?container=app 503, ${after}s after the blocking call" \
+      awk -v t="$after" 'BEGIN {exit !(t >= 4.9 && t <= 6.6)}'
+  else
+    fail "/livez?container=app never 503: $t"
+  fi
+  out=$(http "$lw_port" "/livez?container=app")
+  check "it says why: $out" grep -Eq "^503 loop $role_re stalled [0-9.]+s \(blocked in clock_nanosleep\)\$" <<<"$out"
+  check "the sidecar logs the stall report" wait_log "stall report" 1 5
+  report=$(sidecar_log "stall report" | head -1)
+  [[ -n $report ]] || report='{}'
+  printf '%s\n' "$report" | "$py" -c 'import json, sys; print("  " + json.load(sys.stdin).get("stack", "").replace("\n", "\n  ")[:900])'
+  check "the report names the blocking line: app.py line $blocking_line in create_invoice" \
+    "$py" -c 'import json, sys; r = json.loads(sys.argv[1]); sys.exit(not ("File \"/app/app.py\", line %s in create_invoice" % sys.argv[2] in r.get("stack", "") and r.get("class") == "blocked"))' "$report" "$blocking_line"
+  wait "$invoice" || true
+  if t=$(wait_code "$lw_port" "/livez?container=app" 200 5); then pass "/livez?container=app 200 again"; else fail "/livez?container=app stays failing: $t"; fi
+}
+
+step "python payload: uvicorn"
+play_injected loopwatch-py
+if t=$(wait_code "$lw_port" "/startupz?container=app" 200 60); then
+  pass "/startupz?container=app 200, ${t}s after kube play (the payload copied in first)"
+else
+  die "/startupz?container=app never 200: $t"
+fi
+wait_answer "$lw_port" "/livez?container=app" "200 ok: 1 loops, 1 live" 30 || true
+out=$(http "$lw_port" "/livez?container=app")
+check "the loop of an image with no loopwatch beats ($out)" [ "$out" = "200 ok: 1 loops, 1 live" ]
+status=$(podman exec "$sidecar_ctr" loopwatch status 2>&1 || true)
+printf '%s\n' "$status" | sed 's/^/  /'
+check "named for uvicorn, as the runner names it" grep -Eq ' uvicorn-1 +asyncio +1 +live ' <<<"$status"
+python_stall 'uvicorn-1'
+
+# gunicorn keeps its workers' heartbeat files in a temporary directory: on
+# a read-only root filesystem, /dev/shm.
+step "python payload: gunicorn, 2 workers"
+play_injected loopwatch-py-gunicorn \
+  --app-command "gunicorn -k uvicorn.workers.UvicornWorker -w 2 -b 0.0.0.0:8000 --worker-tmp-dir /dev/shm app:app"
+if t=$(wait_code "$lw_port" "/startupz?container=app" 200 60); then
+  pass "/startupz?container=app 200, ${t}s after kube play"
+else
+  die "/startupz?container=app never 200: $t"
+fi
+wait_answer "$lw_port" "/livez?container=app" "200 ok: 2 loops, 2 live" 30 || true
+out=$(http "$lw_port" "/livez?container=app")
+check "both workers' loops beat ($out)" [ "$out" = "200 ok: 2 loops, 2 live" ]
+status=$(podman exec "$sidecar_ctr" loopwatch status 2>&1 || true)
+printf '%s\n' "$status" | sed 's/^/  /'
+check "named gunicorn-worker-PID" [ "$(grep -Ec ' gunicorn-worker-[0-9]+ +asyncio +[0-9]+ +live ' <<<"$status")" = 2 ]
+python_stall 'gunicorn-worker-[0-9]+'
 
 end_step
 ((failures == 0)) || exit 1
