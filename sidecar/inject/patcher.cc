@@ -262,6 +262,18 @@ bool Remove(PodTemplate& t, const Json& status, std::string* why) {
 
 // ---- injection
 
+// The "restricted" pod security standard, whatever the pod sets: the
+// sidecar's and the Python payload's init container's.
+Json RestrictedSecurityContext(const InjectorSettings& s) {
+  return Json{{"runAsNonRoot", true},
+              {"runAsUser", s.run_as_user},
+              {"runAsGroup", s.run_as_user},
+              {"allowPrivilegeEscalation", false},
+              {"readOnlyRootFilesystem", true},
+              {"capabilities", {{"drop", Json::array({"ALL"})}}},
+              {"seccompProfile", {{"type", "RuntimeDefault"}}}};
+}
+
 Json SidecarContainer(const InjectorSettings& s, const PodConfig& pc, const Json& app_probes) {
   Json c = Json::object();
   c["name"] = kSidecarName;
@@ -299,14 +311,7 @@ Json SidecarContainer(const InjectorSettings& s, const PodConfig& pc, const Json
   if (!requests.empty()) resources["requests"] = requests;
   if (!limits.empty()) resources["limits"] = limits;
   c["resources"] = resources;
-  // The "restricted" pod security standard, whatever the pod sets.
-  c["securityContext"] = Json{{"runAsNonRoot", true},
-                              {"runAsUser", s.run_as_user},
-                              {"runAsGroup", s.run_as_user},
-                              {"allowPrivilegeEscalation", false},
-                              {"readOnlyRootFilesystem", true},
-                              {"capabilities", {{"drop", Json::array({"ALL"})}}},
-                              {"seccompProfile", {{"type", "RuntimeDefault"}}}};
+  c["securityContext"] = RestrictedSecurityContext(s);
   c["volumeMounts"] =
       Json::array({Json{{"name", kVolumeName}, {"mountPath", kMountPath}}});
   return c;
@@ -322,13 +327,7 @@ Json PythonInitContainer(const InjectorSettings& s) {
   c["args"] = Json::array({"python-payload", kPythonMountPath});
   c["resources"] = Json{{"requests", {{"cpu", "10m"}, {"memory", "16Mi"}}},
                         {"limits", {{"memory", "32Mi"}}}};
-  c["securityContext"] = Json{{"runAsNonRoot", true},
-                              {"runAsUser", s.run_as_user},
-                              {"runAsGroup", s.run_as_user},
-                              {"allowPrivilegeEscalation", false},
-                              {"readOnlyRootFilesystem", true},
-                              {"capabilities", {{"drop", Json::array({"ALL"})}}},
-                              {"seccompProfile", {{"type", "RuntimeDefault"}}}};
+  c["securityContext"] = RestrictedSecurityContext(s);
   c["volumeMounts"] = Json::array({Json{{"name", kPythonName}, {"mountPath", kPythonMountPath}}});
   return c;
 }

@@ -476,6 +476,34 @@ play_injected() {
     { cat "$work/play-$pod.log"; die "podman kube play of $pod failed"; }
 }
 
+blocking_line=$(grep -n 'BUG: blocks the event loop' "$root/examples/fastapi/app.py" | cut -d: -f1)
+
+# app_stall ROLE_RE: a blocking call gives 503 naming a loop of ROLE_RE
+# and a stall report whose stack names the blocking line of app.py.
+app_stall() {
+  local role_re=$1 called after out report invoice
+  called=$(date +%s.%N)
+  curl -s -m 30 -o /dev/null -X POST "http://127.0.0.1:$app_port/orders/42/invoice" &
+  invoice=$!
+  if t=$(wait_code "$lw_port" "/livez?container=app" 503 10); then
+    after=$(since "$called")
+    check "/livez?container=app 503, ${after}s after the blocking call" \
+      awk -v t="$after" 'BEGIN {exit !(t >= 4.9 && t <= 6.6)}'
+  else
+    fail "/livez?container=app never 503: $t"
+  fi
+  out=$(http "$lw_port" "/livez?container=app")
+  check "it says why: $out" grep -Eq "^503 loop $role_re stalled [0-9.]+s \(blocked in clock_nanosleep\)\$" <<<"$out"
+  check "the sidecar logs the stall report" wait_log "stall report" 1 5
+  report=$(sidecar_log "stall report" | head -1)
+  [[ -n $report ]] || report='{}'
+  printf '%s\n' "$report" | "$py" -c 'import json, sys; print("  " + json.load(sys.stdin).get("stack", "").replace("\n", "\n  ")[:900])'
+  check "the report names the blocking line: app.py line $blocking_line in create_invoice" \
+    "$py" -c 'import json, sys; r = json.loads(sys.argv[1]); sys.exit(not ("File \"/app/app.py\", line %s in create_invoice" % sys.argv[2] in r.get("stack", "") and r.get("class") == "blocked"))' "$report" "$blocking_line"
+  wait "$invoice" || true
+  if t=$(wait_code "$lw_port" "/livez?container=app" 200 5); then pass "/livez?container=app 200 again"; else fail "/livez?container=app stays failing: $t"; fi
+}
+
 step "inject: the app with the library"
 play_injected loopwatch-inj
 if t=$(wait_code "$lw_port" "/startupz?container=app" 200 60); then
@@ -487,25 +515,7 @@ fi
 wait_answer "$lw_port" "/livez?container=app" "200 ok: 1 loops, 1 live" 30 || true
 out=$(http "$lw_port" "/livez?container=app")
 check "the sidecar judges the app on its loop ($out)" [ "$out" = "200 ok: 1 loops, 1 live" ]
-called=$(date +%s.%N)
-curl -s -m 30 -o /dev/null -X POST "http://127.0.0.1:$app_port/orders/42/invoice" &
-invoice=$!
-if t=$(wait_code "$lw_port" "/livez?container=app" 503 10); then
-  after=$(since "$called")
-  check "/livez?container=app 503, ${after}s after the blocking call" \
-    awk -v t="$after" 'BEGIN {exit !(t >= 4.9 && t <= 6.6)}'
-else
-  fail "/livez?container=app never 503: $t"
-fi
-out=$(http "$lw_port" "/livez?container=app")
-check "it says why: $out" grep -Eq '^503 loop uvicorn-1 stalled [0-9.]+s \(blocked in clock_nanosleep\)$' <<<"$out"
-check "the sidecar logs the stall report" wait_log "stall report" 1 5
-report=$(sidecar_log "stall report" | head -1)
-[[ -n $report ]] || report='{}'
-check "the report has the stack down to create_invoice" \
-  "$py" -c 'import json, sys; r = json.loads(sys.argv[1]); sys.exit(not ("create_invoice" in r.get("stack", "") and r.get("class") == "blocked"))' "$report"
-wait "$invoice" || true
-if t=$(wait_code "$lw_port" "/livez?container=app" 200 5); then pass "/livez?container=app 200 again"; else fail "/livez?container=app stays failing: $t"; fi
+app_stall 'uvicorn-1'
 
 step "inject: the app without the library"
 play_injected loopwatch-inj-plain --app-command "uvicorn app:app --host 0.0.0.0 --port 8000"
@@ -549,34 +559,6 @@ echo "payload size: $(du -sk "$work/payload" | cut -f1) KiB on disk ($(du -sk "$
   { cat "$work/inject-python.log"; die "loopwatch inject of orders-python.yaml failed"; }
 cat "$work/inject-python.log"
 injected=$work/orders-python-injected.yaml
-blocking_line=$(grep -n 'BUG: blocks the event loop' "$root/examples/fastapi/app.py" | cut -d: -f1)
-
-# python_stall ROLE_RE: a blocking call gives 503 naming a loop of ROLE_RE
-# and a stall report whose stack names the blocking line of app.py.
-python_stall() {
-  local role_re=$1 called after out report invoice
-  called=$(date +%s.%N)
-  curl -s -m 30 -o /dev/null -X POST "http://127.0.0.1:$app_port/orders/42/invoice" &
-  invoice=$!
-  if t=$(wait_code "$lw_port" "/livez?container=app" 503 10); then
-    after=$(since "$called")
-    check "/livez?container=app 503, ${after}s after the blocking call" \
-      awk -v t="$after" 'BEGIN {exit !(t >= 4.9 && t <= 6.6)}'
-  else
-    fail "/livez?container=app never 503: $t"
-  fi
-  out=$(http "$lw_port" "/livez?container=app")
-  check "it says why: $out" grep -Eq "^503 loop $role_re stalled [0-9.]+s \(blocked in clock_nanosleep\)\$" <<<"$out"
-  check "the sidecar logs the stall report" wait_log "stall report" 1 5
-  report=$(sidecar_log "stall report" | head -1)
-  [[ -n $report ]] || report='{}'
-  printf '%s\n' "$report" | "$py" -c 'import json, sys; print("  " + json.load(sys.stdin).get("stack", "").replace("\n", "\n  ")[:900])'
-  check "the report names the blocking line: app.py line $blocking_line in create_invoice" \
-    "$py" -c 'import json, sys; r = json.loads(sys.argv[1]); sys.exit(not ("File \"/app/app.py\", line %s in create_invoice" % sys.argv[2] in r.get("stack", "") and r.get("class") == "blocked"))' "$report" "$blocking_line"
-  wait "$invoice" || true
-  if t=$(wait_code "$lw_port" "/livez?container=app" 200 5); then pass "/livez?container=app 200 again"; else fail "/livez?container=app stays failing: $t"; fi
-}
-
 step "python payload: uvicorn"
 play_injected loopwatch-py
 if t=$(wait_code "$lw_port" "/startupz?container=app" 200 60); then
@@ -590,7 +572,7 @@ check "the loop of an image with no loopwatch beats ($out)" [ "$out" = "200 ok: 
 status=$(podman exec "$sidecar_ctr" loopwatch status 2>&1 || true)
 printf '%s\n' "$status" | sed 's/^/  /'
 check "named for uvicorn, as the runner names it" grep -Eq ' uvicorn-1 +asyncio +1 +live ' <<<"$status"
-python_stall 'uvicorn-1'
+app_stall 'uvicorn-1'
 
 # gunicorn keeps its workers' heartbeat files in a temporary directory: on
 # a read-only root filesystem, /dev/shm.
@@ -608,7 +590,7 @@ check "both workers' loops beat ($out)" [ "$out" = "200 ok: 2 loops, 2 live" ]
 status=$(podman exec "$sidecar_ctr" loopwatch status 2>&1 || true)
 printf '%s\n' "$status" | sed 's/^/  /'
 check "named gunicorn-worker-PID" [ "$(grep -Ec ' gunicorn-worker-[0-9]+ +asyncio +[0-9]+ +live ' <<<"$status")" = 2 ]
-python_stall 'gunicorn-worker-[0-9]+'
+app_stall 'gunicorn-worker-[0-9]+'
 
 end_step
 ((failures == 0)) || exit 1
