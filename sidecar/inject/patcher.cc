@@ -507,6 +507,9 @@ Report InjectFresh(PodTemplate& t, const InjectorSettings& s) {
                             "image's, so " + AnnotationName("python-path") + " is not used");
       } else if (pc.python_path_set) {
         path += ":" + pc.python_path;
+      } else if (c.contains("envFrom")) {
+        r.notes.push_back(name + ": a PYTHONPATH from envFrom would be replaced by loopwatch's, "
+                          "so declare one it sets with " + AnnotationName("python-path"));
       }
       SetEnv(c, "PYTHONPATH", path, &env_record, &created);
     }

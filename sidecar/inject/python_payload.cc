@@ -98,8 +98,10 @@ int PythonPayloadCommand(const std::vector<std::string>& args, std::ostream& out
   uintmax_t files = 0, bytes = 0;
   for (auto it = fs::recursive_directory_iterator(from, ec); !ec && it != fs::end(it);
        it.increment(ec)) {
-    const fs::path rel = fs::relative(it->path(), from, ec);
-    if (ec) break;
+    // Lexically: a link in the tree must not lead the copy out of DEST.
+    const fs::path rel = it->path().lexically_relative(from);
+    if (rel.empty() || *rel.begin() == "..") continue;
+    if (it->is_symlink(ec)) continue;  // the payload has none; never followed
     if (rel.filename() == "__pycache__") {
       it.disable_recursion_pending();
       continue;

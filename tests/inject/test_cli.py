@@ -235,3 +235,17 @@ def test_python_payload_help():
     p = run(["python-payload", "--help"])
     assert p.returncode == 0 and p.stdout.startswith("Usage: loopwatch python-payload")
     assert "PYTHONPATH=DEST/loopwatch/_bootstrap" in p.stdout
+
+
+def test_python_payload_follows_no_link_out_of_dest(tmp_path):
+    src = _fake_payload(tmp_path / "src")
+    outside = tmp_path / "outside.txt"
+    outside.write_text("keep me")
+    (src / "loopwatch" / "link.txt").symlink_to(outside)
+    (src / "loopwatch" / "linkdir").symlink_to(tmp_path)
+    dest = tmp_path / "dest"
+    p = run(["python-payload", "--from", str(src), str(dest)])
+    assert p.returncode == 0, p.stderr
+    assert not (dest / "loopwatch" / "link.txt").exists()
+    assert not (dest / "loopwatch" / "linkdir").exists()
+    assert outside.read_text() == "keep me"

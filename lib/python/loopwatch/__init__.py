@@ -35,6 +35,10 @@ if _off is None:
         from . import _native
     except ImportError as e:
         _off = "its native module did not load: %s" % e
+        if "GLIBC_" in str(e):  # built on a newer system than this one
+            import os
+            _off += (" (this system has %s; the payload of the loopwatch image needs glibc "
+                     "2.34 or later)" % os.confstr("CS_GNU_LIBC_VERSION"))
 if _off is not None:
     from . import _inert as _native
     _native.WHY = _off

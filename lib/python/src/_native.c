@@ -131,7 +131,12 @@ static int find_object_cb(struct dl_phdr_info *info, size_t size, void *data) {
   return 0;
 }
 
-static void *elf_symtab_lookup(const void *inside, const char *name) {
+/* Looks `name` up in the symbol table of the file of the object that holds
+ * `anchor`, a function whose address is known; the answer is used only if
+ * the same table puts `anchor_name` exactly there, so a file replaced on
+ * disk since it was loaded (an upgrade in place) is never trusted. */
+static void *elf_symtab_lookup(const void *anchor, const char *anchor_name, const char *name) {
+  const void *inside = anchor;
   find_object f = {inside, NULL, 0};
   if (!dl_iterate_phdr(find_object_cb, &f) || !f.path) return NULL;
   int fd = open(f.path, O_RDONLY | O_CLOEXEC);
@@ -146,12 +151,13 @@ static void *elf_symtab_lookup(const void *inside, const char *name) {
   const unsigned char *base = map;
   const ElfW(Ehdr) *eh = map;
   void *found = NULL;
+  int anchor_ok = 0;
   if (memcmp(eh->e_ident, ELFMAG, SELFMAG) != 0 || eh->e_ident[EI_CLASS] != ELFCLASS64 ||
       eh->e_shentsize != sizeof(ElfW(Shdr)) || eh->e_shoff >= len ||
       eh->e_shnum > (len - eh->e_shoff) / sizeof(ElfW(Shdr)))
     goto out;
   const ElfW(Shdr) *sh = (const ElfW(Shdr) *)(base + eh->e_shoff);
-  for (int i = 0; i < eh->e_shnum && !found; i++) {
+  for (int i = 0; i < eh->e_shnum && !(found && anchor_ok); i++) {
     if (sh[i].sh_type != SHT_SYMTAB || sh[i].sh_link >= eh->e_shnum) continue;
     const ElfW(Shdr) *strs = &sh[sh[i].sh_link];
     if (sh[i].sh_offset > len || sh[i].sh_size > len - sh[i].sh_offset ||
@@ -160,19 +166,21 @@ static void *elf_symtab_lookup(const void *inside, const char *name) {
     const ElfW(Sym) *sym = (const ElfW(Sym) *)(base + sh[i].sh_offset);
     const char *str = (const char *)(base + strs->sh_offset);
     size_t nsym = sh[i].sh_size / sizeof(ElfW(Sym));
-    size_t name_len = strlen(name);
-    for (size_t k = 0; k < nsym; k++) {
+    size_t name_len = strlen(name), anchor_len = strlen(anchor_name);
+    for (size_t k = 0; k < nsym && !(found && anchor_ok); k++) {
       if (ELF64_ST_TYPE(sym[k].st_info) != STT_FUNC || sym[k].st_value == 0) continue;
-      if (sym[k].st_name >= strs->sh_size || strs->sh_size - sym[k].st_name <= name_len) continue;
-      if (memcmp(str + sym[k].st_name, name, name_len + 1) == 0) {
+      if (sym[k].st_name >= strs->sh_size) continue;
+      const size_t room = strs->sh_size - sym[k].st_name;
+      const char *sname = str + sym[k].st_name;
+      if (room > name_len && memcmp(sname, name, name_len + 1) == 0)
         found = (void *)(f.bias + sym[k].st_value);
-        break;
-      }
+      else if (room > anchor_len && memcmp(sname, anchor_name, anchor_len + 1) == 0)
+        anchor_ok = (const void *)(f.bias + sym[k].st_value) == anchor;
     }
   }
 out:
   munmap(map, len);
-  return found;
+  return anchor_ok ? found : NULL;
 }
 
 /* Once, at import, with the GIL. */
@@ -197,8 +205,8 @@ static void py_runtime_init(void) {
     g_py.dump_traceback_from = "exported symbol";
     return;
   }
-  g_py.dump_traceback = (dump_traceback_fn)elf_symtab_lookup((const void *)&PyThreadState_Next,
-                                                             "_Py_DumpTraceback");
+  g_py.dump_traceback = (dump_traceback_fn)elf_symtab_lookup(
+      (const void *)&PyThreadState_Next, "PyThreadState_Next", "_Py_DumpTraceback");
   if (g_py.dump_traceback) g_py.dump_traceback_from = "ELF symbol table";
 }
 
@@ -833,7 +841,8 @@ static PyObject *Loop_get_closed(LoopObject *self, void *closure) {
 }
 
 static int Loop_traverse(LoopObject *self, visitproc visit, void *arg) {
-  /* 3.9+ counts the instance's reference to its heap type; 3.8 does not. */
+  /* Instances hold their heap type (3.8+); traverse visits it from 3.9 on
+   * (3.8's GC does not expect it). */
   if (g_py.minor >= 9) Py_VISIT(Py_TYPE(self));
   Py_VISIT(self->task_fn);
   return 0;

@@ -188,3 +188,28 @@ def test_a_python_it_cannot_serve_gets_one_line_and_runs(tmp_path, payload, pyth
     assert len(lines) == 1, p.stderr
     assert "this build serves 3.8 to 3.13" in lines[0], lines
     assert not os.path.exists(seg)
+
+
+def test_two_copies_of_the_bootstrap_chain_once(tmp_path, payload):
+    """The runner's bootstrap in front of the pod's payload (python -m
+    loopwatch.run in an injected container): each skips the other, the
+    app's own sitecustomize runs once, the loop is watched once."""
+    second = tmp_path / "second-payload"
+    p = subprocess.run([str(BIN), "python-payload", "--from", PKG_PARENT, str(second)],
+                       stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    assert p.returncode == 0, p.stderr
+    app_dir = tmp_path / "site"
+    app_dir.mkdir()
+    write_script(app_dir, "sitecustomize.py", """
+        import os, sys
+        sys.app_sitecustomize_runs = getattr(sys, "app_sitecustomize_runs", 0) + 1
+        sys.app_sitecustomize = os.getpid()
+    """)
+    seg = tmp_path / "segment"
+    env = env_for([payload / "loopwatch" / "_bootstrap", second / "loopwatch" / "_bootstrap",
+                   app_dir], seg)
+    p, r, loops = run_app(tmp_path, env, segment=seg)
+    assert p.returncode == 0, p.stderr
+    assert "Error in sitecustomize" not in p.stderr and "Recursion" not in p.stderr, p.stderr
+    assert r["app_sitecustomize"] == r["pid"]
+    assert len(loops) == 1, loops

@@ -52,7 +52,7 @@ def _unsupported():
 def _enable():
     if not os.environ.get("LOOPWATCH_SEGMENT"):
         return
-    if os.environ.get("LOOPWATCH_AUTO", "1") != "1":
+    if os.environ.get("LOOPWATCH_AUTO") == "0":
         return
     parent = _package_parent()
     try:
@@ -75,8 +75,17 @@ def _enable():
         _say("zero-code mode is off in pid %d: %r" % (os.getpid(), e))
 
 
+def _is_bootstrap(directory):
+    """A loopwatch bootstrap directory (this one, or another copy: the runner's
+    and the pod's payload may both be on the path), never chained to."""
+    d = os.path.abspath(directory)
+    return (os.path.basename(d) == "_bootstrap"
+            and os.path.basename(os.path.dirname(d)) == "loopwatch")
+
+
 def _chain():
-    """Run the sitecustomize this file hides: the next one on sys.path."""
+    """Run the sitecustomize this file hides: the next one on sys.path that
+    is not a loopwatch bootstrap."""
     here = os.path.dirname(os.path.abspath(__file__))
     if sys.version_info < (3, 4):  # no importlib.machinery: imp's way
         import imp
@@ -87,7 +96,7 @@ def _chain():
                 found = imp.find_module("sitecustomize", [entry])
             except ImportError:
                 continue
-            if os.path.dirname(os.path.abspath(found[1])) != here:
+            if not _is_bootstrap(os.path.dirname(found[1])):
                 imp.load_module("sitecustomize", *found)
                 return
         return
@@ -97,11 +106,16 @@ def _chain():
         if os.path.abspath(entry or ".") == here:
             continue
         spec = importlib.machinery.PathFinder.find_spec("sitecustomize", [entry])
-        if spec is not None and spec.origin and os.path.dirname(os.path.abspath(spec.origin)) != here:
+        if spec is not None and spec.origin and not _is_bootstrap(os.path.dirname(spec.origin)):
             module = importlib.util.module_from_spec(spec)
-            # As Python would have it: the app's module is `sitecustomize`.
+            # As Python would have it: the app's module is `sitecustomize`,
+            # and one that raised is not left in sys.modules.
             sys.modules["sitecustomize"] = module
-            spec.loader.exec_module(module)
+            try:
+                spec.loader.exec_module(module)
+            except BaseException:
+                sys.modules.pop("sitecustomize", None)
+                raise
             return
 
 
