@@ -222,15 +222,17 @@ def micro(a):
 # driver
 
 def versions(python, pythonpath):
-    code = ("import sys, json, uvloop, loopwatch;"
+    code = ("import sys, json, loopwatch\n"
+            "try:\n import uvloop; uv = uvloop.__version__\n"
+            "except ImportError:\n uv = None\n"
             "print(json.dumps({'python': sys.version.split()[0],"
-            " 'python_path': sys.executable, 'uvloop': uvloop.__version__,"
+            " 'python_path': sys.executable, 'uvloop': uv,"
             " 'loopwatch': loopwatch.__version__, 'loopwatch_file': loopwatch.__file__}))")
     env = dict(os.environ, PYTHONPATH=pythonpath)
     p = subprocess.run([python, "-s", "-c", code], capture_output=True, text=True,
                        env=env, timeout=30)
     if p.returncode:
-        raise SystemExit(f"bench_heartbeat: {python} cannot import uvloop and "
+        raise SystemExit(f"bench_heartbeat: {python} cannot import "
                          f"loopwatch from {pythonpath}:\n{p.stderr}")
     v = json.loads(p.stdout)
     p = subprocess.run([python, "-s", "-c", "import loopwatch"], capture_output=True,
