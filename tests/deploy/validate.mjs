@@ -61,7 +61,7 @@ const NON_KUBERNETES = [
   { test: (b) => b === "prometheus-scrape.yaml", what: "Prometheus scrape config", check: checkScrapeConfig },
   { test: (b, f) => b.endsWith(".json") && !isKubernetesJson(f), what: "Grafana dashboard", check: checkDashboard },
   { test: (b) => b.endsWith(".md"), what: "documentation", check: null },
-  { test: (b) => b === "Dockerfile" || b.endsWith(".Dockerfile") || b === ".dockerignore", what: "image build file", check: null },
+  { test: (b) => b === "Dockerfile" || b.startsWith("Dockerfile.") || b.endsWith(".Dockerfile") || b === ".dockerignore", what: "image build file", check: null },
 ];
 
 // A .json file holding a Kubernetes object (`kubectl get -o json`, a
