@@ -166,9 +166,17 @@ SCRIPTS = {"regex": (REGEX, []), "holder": (REGEX_THREAD, []),
 def stalls(tmp_path_factory):
     base = tmp_path_factory.mktemp("report")
     kids = {}
+    # Every script written before any child starts: the blocked variants
+    # share one file, and rewriting it while a child reads it gave that child
+    # an empty script (seen on a pyenv Python, whose start-up is slower).
+    scripts = {}
+    for kind, (text, _) in SCRIPTS.items():
+        name = "stall_%s.py" % kind.split("-")[0]
+        if name not in scripts:
+            scripts[name] = write_script(base, name, text)
     try:
         for kind, (text, args) in SCRIPTS.items():
-            script = write_script(base, "stall_%s.py" % kind.split("-")[0], text)
+            script = scripts["stall_%s.py" % kind.split("-")[0]]
             seg = base / ("seg-" + kind)
             env = child_env(seg, LOOPWATCH_REPORT_AFTER="200ms")
             kids[kind] = (Child([PY, script] + args, env, str(base)), script, seg)
