@@ -478,6 +478,17 @@ play_injected() {
 
 blocking_line=$(grep -n 'BUG: blocks the event loop' "$root/examples/fastapi/app.py" | cut -d: -f1)
 
+# app_started [NOTE]: /startupz?container=app passes within 60 s, or the
+# test stops (nothing after it can pass).
+app_started() {
+  local t
+  if t=$(wait_code "$lw_port" "/startupz?container=app" 200 60); then
+    pass "/startupz?container=app 200, ${t}s after kube play${1:-}"
+  else
+    die "/startupz?container=app never 200: $t"
+  fi
+}
+
 # app_stall ROLE_RE: a blocking call gives 503 naming a loop of ROLE_RE
 # and a stall report whose stack names the blocking line of app.py.
 app_stall() {
@@ -506,11 +517,7 @@ app_stall() {
 
 step "inject: the app with the library"
 play_injected loopwatch-inj
-if t=$(wait_code "$lw_port" "/startupz?container=app" 200 60); then
-  pass "/startupz?container=app 200, ${t}s after kube play"
-else
-  die "/startupz?container=app never 200: $t"
-fi
+app_started
 # Until the loop beats, the app's own probe answers for it.
 wait_answer "$lw_port" "/livez?container=app" "200 ok: 1 loops, 1 live" 30 || true
 out=$(http "$lw_port" "/livez?container=app")
@@ -519,11 +526,7 @@ app_stall 'uvicorn-1'
 
 step "inject: the app without the library"
 play_injected loopwatch-inj-plain --app-command "uvicorn app:app --host 0.0.0.0 --port 8000"
-if t=$(wait_code "$lw_port" "/startupz?container=app" 200 60); then
-  pass "/startupz?container=app 200, ${t}s after kube play"
-else
-  die "/startupz?container=app never 200: $t"
-fi
+app_started
 if t=$(wait_code "$lw_port" "/livez?container=app" 200 30); then :; else fail "/livez?container=app: $t"; fi
 out=$(http "$lw_port" "/livez?container=app")
 check "no loop beats: the app's own /health answers ($out)" \
@@ -561,11 +564,7 @@ cat "$work/inject-python.log"
 injected=$work/orders-python-injected.yaml
 step "python payload: uvicorn"
 play_injected loopwatch-py
-if t=$(wait_code "$lw_port" "/startupz?container=app" 200 60); then
-  pass "/startupz?container=app 200, ${t}s after kube play (the payload copied in first)"
-else
-  die "/startupz?container=app never 200: $t"
-fi
+app_started " (the payload copied in first)"
 wait_answer "$lw_port" "/livez?container=app" "200 ok: 1 loops, 1 live" 30 || true
 out=$(http "$lw_port" "/livez?container=app")
 check "the loop of an image with no loopwatch beats ($out)" [ "$out" = "200 ok: 1 loops, 1 live" ]
@@ -579,11 +578,7 @@ app_stall 'uvicorn-1'
 step "python payload: gunicorn, 2 workers"
 play_injected loopwatch-py-gunicorn \
   --app-command "gunicorn -k uvicorn.workers.UvicornWorker -w 2 -b 0.0.0.0:8000 --worker-tmp-dir /dev/shm app:app"
-if t=$(wait_code "$lw_port" "/startupz?container=app" 200 60); then
-  pass "/startupz?container=app 200, ${t}s after kube play"
-else
-  die "/startupz?container=app never 200: $t"
-fi
+app_started
 wait_answer "$lw_port" "/livez?container=app" "200 ok: 2 loops, 2 live" 30 || true
 out=$(http "$lw_port" "/livez?container=app")
 check "both workers' loops beat ($out)" [ "$out" = "200 ok: 2 loops, 2 live" ]
