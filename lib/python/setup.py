@@ -1,6 +1,7 @@
 # SPDX-License-Identifier: Apache-2.0
 """Builds loopwatch._native from the C core in ../src and ../include (the
-same sources as libloopwatch) plus src/_native.c. Metadata: pyproject.toml."""
+same sources as libloopwatch) plus src/ (_native.c and its parts).
+Metadata: pyproject.toml."""
 
 import os
 import re
@@ -36,7 +37,7 @@ if not os.path.isfile(os.path.join(LIB, "src", "loopwatch.c")):
 
 native = Extension(
     "loopwatch._native",
-    sources=[rel("src", "_native.c"), rel("src", "requests.c")] +
+    sources=[rel("src", c) for c in ("_native.c", "pyruntime.c", "gil.c", "requests.c")] +
             [rel(LIB, "src", c) for c in CORE_SOURCES],
     include_dirs=[rel(LIB, "include"), rel(LIB, "src")],
     # The core's symbols stay inside this module: it may share a process
@@ -52,7 +53,7 @@ native = Extension(
 
 class one_build_for_every_python(build_ext):
     """`_native.so`, not `_native.cpython-311-x86_64-linux-gnu.so`: the module
-    uses only what CPython 3.8 to 3.13 share (see src/_native.c), and every
+    uses only what CPython 3.8 to 3.13 share (see src/pyruntime.c), and every
     one of them imports a plain `.so`. The same files serve all six."""
 
     def get_ext_filename(self, ext_name):

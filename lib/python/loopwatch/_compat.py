@@ -1,6 +1,6 @@
 # SPDX-License-Identifier: Apache-2.0
 """Which Pythons the one build of loopwatch._native serves: CPython 3.8 to
-3.13 with the GIL, release builds, glibc, x86-64 (see src/_native.c for why
+3.13 with the GIL, release builds, glibc, x86-64 (see src/pyruntime.c for why
 one build loads on all of them). Any other gets a package that does nothing,
 with one line saying why, never an exception."""
 

@@ -20,7 +20,6 @@ marked ``__middleware_version__ = 1``, as ``aiohttp.web.middleware`` marks it.
 from __future__ import annotations
 
 import os
-import sys
 
 from . import _heartbeat, _native
 
@@ -54,31 +53,3 @@ async def middleware(request, handler):
 
 middleware.__middleware_version__ = 1  # type: ignore[attr-defined]
 
-
-_patched = False
-
-
-def patch_aiohttp() -> bool:
-    """Puts `middleware` first in every aiohttp Application when it freezes
-    its middlewares (the runner's zero-code mode). True once done; False if
-    aiohttp.web is not loaded."""
-    global _patched
-    if _patched:
-        return True
-    web_app = sys.modules.get("aiohttp.web_app")
-    if web_app is None:
-        return False
-    original = web_app.Application.pre_freeze
-
-    def pre_freeze(self):
-        try:
-            if not self.pre_frozen and middleware not in self._middlewares:
-                self._middlewares.insert(0, middleware)
-                _native.set_requests_recorded()
-        except Exception:
-            pass
-        return original(self)
-
-    web_app.Application.pre_freeze = pre_freeze
-    _patched = True
-    return True

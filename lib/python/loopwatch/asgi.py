@@ -59,31 +59,3 @@ class LoopwatchMiddleware:
         finally:
             native.request_end(token)
 
-
-_patched = False
-
-
-def patch_uvicorn() -> bool:
-    """Makes uvicorn wrap the app it loads in LoopwatchMiddleware (the
-    runner's zero-code mode). True once done; False if uvicorn is not loaded."""
-    global _patched
-    if _patched:
-        return True
-    import sys
-    config = sys.modules.get("uvicorn.config")
-    if config is None:
-        return False
-    original = config.Config.load
-
-    def load(self, *args, **kwargs):
-        result = original(self, *args, **kwargs)
-        try:
-            if not isinstance(self.loaded_app, LoopwatchMiddleware):
-                self.loaded_app = LoopwatchMiddleware(self.loaded_app)
-        except Exception:
-            pass
-        return result
-
-    config.Config.load = load
-    _patched = True
-    return True

@@ -2,6 +2,8 @@
 /* The requests in flight; see requests.h. */
 #include "requests.h"
 
+#include <stdarg.h>
+#include <stdio.h>
 #include <string.h>
 
 #include "segment_access.h"
@@ -94,4 +96,36 @@ void requests_end(request_table *t, uint64_t token) {
     lw_store64(&e->token, 0);
     lw_seqlock_write_end(&e->seq, seq);
   }
+}
+
+size_t text_append(char *buf, size_t size, size_t n, const char *fmt, ...) {
+  if (n >= size) return n;
+  va_list ap;
+  va_start(ap, fmt);
+  int w = vsnprintf(buf + n, size - n, fmt, ap);
+  va_end(ap);
+  if (w < 0) return n;
+  return n + (size_t)w < size ? n + (size_t)w : size - 1;
+}
+
+size_t requests_format(request_table *t, int recorded, uint64_t now_ns, char *buf, size_t size,
+                       size_t n) {
+  request_copy reqs[kRequestsShown];
+  uint64_t more = 0;
+  int nreq = requests_read(t, reqs, kRequestsShown, &more);
+  if (nreq == 0 && !more && !recorded) {
+    n = text_append(buf, size, n,
+               "requests in flight: unknown (nothing records them in this process: "
+               "loopwatch.asgi.LoopwatchMiddleware or loopwatch.aiohttp.middleware would)\n");
+  } else {
+    n = text_append(buf, size, n, "requests in flight: %llu\n", (unsigned long long)(nreq + more));
+  }
+  for (int i = 0; i < nreq; i++) {
+    uint64_t age = now_ns > reqs[i].start_ns ? now_ns - reqs[i].start_ns : 0;
+    n = text_append(buf, size, n, "  %s %s (%llu.%03llu s)\n", reqs[i].method, reqs[i].path,
+               (unsigned long long)(age / 1000000000u),
+               (unsigned long long)(age / 1000000u % 1000u));
+  }
+  if (more) n = text_append(buf, size, n, "  ... and %llu more\n", (unsigned long long)more);
+  return n;
 }

@@ -13,6 +13,8 @@
 #include <stdint.h>
 
 enum { kRequestSlots = 32, kMethodSize = 16, kPathSize = 240 };
+/* Requests shown in a report; more are counted. */
+enum { kRequestsShown = 12 };
 
 typedef struct {
   uint64_t seq; /* odd while written */
@@ -48,5 +50,15 @@ int requests_read(request_table *t, request_copy *out, int max, uint64_t *more);
 /* Copies at most size - 1 bytes of src, cut before a UTF-8 continuation
  * byte (never inside a character), and terminates the copy. */
 void copy_utf8_cut(char *dst, size_t size, const char *src, size_t len);
+
+/* Appends the report's "requests in flight" lines to buf at n (n stays
+ * below size); the new length. `recorded`: something records requests in
+ * this process, so none is 0, not unknown. */
+size_t requests_format(request_table *t, int recorded, uint64_t now_ns, char *buf, size_t size,
+                       size_t n);
+
+/* snprintf at buf + n; the new length, never past size - 1. */
+size_t text_append(char *buf, size_t size, size_t n, const char *fmt, ...)
+    __attribute__((format(printf, 4, 5)));
 
 #endif /* LOOPWATCH_PYTHON_REQUESTS_H_ */
