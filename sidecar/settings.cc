@@ -200,100 +200,92 @@ Setting ChoiceSetting(const char* key, E Config::*field,
   return s;
 }
 
-Setting PathSetting(const char* key, std::string Config::*field,
-                    const char* help) {
+// A setting of kind string with its own parse and format.
+Setting StringSetting(const char* key, const char* metavar, const char* help,
+                      decltype(Setting::parse) parse, decltype(Setting::format) format) {
   Setting s;
   s.key = key;
-  s.metavar = "PATH";
+  s.metavar = metavar;
   s.help = help;
   s.kind = Kind::kString;
-  s.parse = [field](const std::string& text, Config* c, std::string* why) {
-    if (text.empty()) {
-      *why = "is empty; expected a file path";
-      return false;
-    }
-    c->*field = text;
-    return true;
-  };
-  s.format = [field](const Config& c) { return c.*field; };
+  s.parse = std::move(parse);
+  s.format = std::move(format);
   return s;
+}
+
+Setting PathSetting(const char* key, std::string Config::*field, const char* help) {
+  return StringSetting(
+      key, "PATH", help,
+      [field](const std::string& text, Config* c, std::string* why) {
+        if (text.empty()) {
+          *why = "is empty; expected a file path";
+          return false;
+        }
+        c->*field = text;
+        return true;
+      },
+      [field](const Config& c) { return c.*field; });
 }
 
 // The containers' own probes (app_probes.h), as `loopwatch inject` writes
 // them; checked whole at start.
 Setting AppProbesSetting() {
-  Setting s;
-  s.key = "app_probes";
-  s.metavar = "JSON";
-  s.help = "the watched containers' own probes, asked until their loops beat (set by inject)";
-  s.kind = Kind::kString;
-  s.parse = [](const std::string& text, Config* c, std::string* why) {
-    AppProbes probes;
-    std::string error;
-    if (!AppProbes::Parse(text, &probes, &error)) {
-      *why = "is not valid: " + error;
-      return false;
-    }
-    c->app_probes = text;
-    return true;
-  };
-  s.format = [](const Config& c) { return c.app_probes; };
-  return s;
+  return StringSetting(
+      "app_probes", "JSON",
+      "the watched containers' own probes, asked until their loops beat (set by inject)",
+      [](const std::string& text, Config* c, std::string* why) {
+        AppProbes probes;
+        std::string error;
+        if (!AppProbes::Parse(text, &probes, &error)) {
+          *why = "is not valid: " + error;
+          return false;
+        }
+        c->app_probes = text;
+        return true;
+      },
+      [](const Config& c) { return c.app_probes; });
 }
 
 Setting AddressSetting(const char* key, ListenAddress Config::*field, const char* help) {
-  Setting s;
-  s.key = key;
-  s.metavar = "HOST:PORT";
-  s.help = help;
-  s.kind = Kind::kString;
-  s.parse = [field](const std::string& text, Config* c, std::string* why) {
-    return ParseListenAddress(text, &(c->*field), why);
-  };
-  s.format = [field](const Config& c) { return (c.*field).ToString(); };
-  return s;
+  return StringSetting(
+      key, "HOST:PORT", help,
+      [field](const std::string& text, Config* c, std::string* why) {
+        return ParseListenAddress(text, &(c->*field), why);
+      },
+      [field](const Config& c) { return (c.*field).ToString(); });
 }
 
 // Addresses of peers, comma-separated; "" for none.
-Setting PeersSetting(const char* key, std::vector<PeerAddress> Config::*field,
-                     const char* help) {
-  Setting s;
-  s.key = key;
-  s.metavar = "IP[,IP...]";
-  s.help = help;
-  s.kind = Kind::kString;
-  s.parse = [field](const std::string& text, Config* c, std::string* why) {
-    return ParsePeerList(text, &(c->*field), why);
-  };
-  s.format = [field](const Config& c) { return FormatPeerList(c.*field); };
-  return s;
+Setting PeersSetting(const char* key, std::vector<PeerAddress> Config::*field, const char* help) {
+  return StringSetting(
+      key, "IP[,IP...]", help,
+      [field](const std::string& text, Config* c, std::string* why) {
+        return ParsePeerList(text, &(c->*field), why);
+      },
+      [field](const Config& c) { return FormatPeerList(c.*field); });
 }
 
 // An address, or "off" for none.
 Setting OptionalAddressSetting(const char* key, std::optional<ListenAddress> Config::*field,
                                const char* help) {
-  Setting s;
-  s.key = key;
-  s.metavar = "HOST:PORT|off";
-  s.help = help;
-  s.kind = Kind::kString;
-  s.parse = [field](const std::string& text, Config* c, std::string* why) {
-    if (text == "off") {
-      (c->*field).reset();
-      return true;
-    }
-    ListenAddress a;
-    if (!ParseListenAddress(text, &a, why)) {
-      *why += ", or off";
-      return false;
-    }
-    c->*field = a;
-    return true;
-  };
-  s.format = [field](const Config& c) {
-    return (c.*field) ? (c.*field)->ToString() : std::string("off");
-  };
-  return s;
+  return StringSetting(
+      key, "HOST:PORT|off", help,
+      [field](const std::string& text, Config* c, std::string* why) {
+        if (text == "off") {
+          (c->*field).reset();
+          return true;
+        }
+        ListenAddress a;
+        if (!ParseListenAddress(text, &a, why)) {
+          *why += ", or off";
+          return false;
+        }
+        c->*field = a;
+        return true;
+      },
+      [field](const Config& c) {
+        return (c.*field) ? (c.*field)->ToString() : std::string("off");
+      });
 }
 
 }  // namespace

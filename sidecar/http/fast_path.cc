@@ -1,6 +1,7 @@
 // SPDX-License-Identifier: Apache-2.0
 #include "http/fast_path.h"
 
+#include <algorithm>
 #include <cstring>
 
 namespace loopwatch {
@@ -187,6 +188,14 @@ bool FormatFastResponse(const FastRequest& req, const FastResponse& r,
   out->append("\r\n");
   if (!req.head) out->append(r.body);
   return true;
+}
+
+size_t HeadLength(std::string_view v) {
+  const size_t crlf = v.find("\r\n\r\n");
+  const size_t lf = v.find("\n\n");
+  const size_t end = std::min(crlf == std::string_view::npos ? crlf : crlf + 4,
+                              lf == std::string_view::npos ? lf : lf + 2);
+  return end == std::string_view::npos ? 0 : end;
 }
 
 }  // namespace loopwatch

@@ -33,6 +33,10 @@ struct FastResponse {
   std::string body;
 };
 
+// Length of the request head at the start of `v` (through its blank line),
+// or 0 while incomplete.
+size_t HeadLength(std::string_view v);
+
 // Parses a complete request head (request line and headers through the
 // blank line) for the fast path. False: not for it; a worker answers it.
 // Any plain path is taken here; the route set's answer function decides

@@ -434,20 +434,6 @@ void GatedServer::Accepted(int fd) {
   Readable(c);
 }
 
-namespace {
-
-// Length of the request head at the start of `v` (through its blank line),
-// or 0 while incomplete.
-size_t HeadLength(std::string_view v) {
-  const size_t crlf = v.find("\r\n\r\n");
-  const size_t lf = v.find("\n\n");
-  const size_t end = std::min(crlf == std::string_view::npos ? crlf : crlf + 4,
-                              lf == std::string_view::npos ? lf : lf + 2);
-  return end == std::string_view::npos ? 0 : end;
-}
-
-}  // namespace
-
 // Back from a worker, to wait for the next request on the connection.
 void GatedServer::Returned(Conn* c) {
   PrepareNextRequest(c);

@@ -7,6 +7,7 @@
 #include "config.h"
 #include "inject/json_access.h"
 #include "inject/pod_config.h"
+#include "inject/pod_template.h"
 #include "settings.h"
 
 namespace loopwatch::inject {
@@ -14,56 +15,6 @@ namespace loopwatch::inject {
 InjectorSettings::InjectorSettings() : image(std::string("loopwatch:") + LOOPWATCH_VERSION) {}
 
 namespace {
-
-// ---- where the pod is
-
-struct PodTemplate {
-  Json* holder = nullptr;    // the object with metadata and spec
-  Json* metadata = nullptr;  // created when missing
-  bool metadata_created = false;
-  std::string problem;  // set (and nothing else) when it cannot be patched
-  Json* spec = nullptr;
-  bool job = false;  // Job or CronJob: its pods must complete
-};
-
-bool Locate(Json* obj, PodTemplate* t) {
-  if (!obj->is_object() || !obj->contains("kind") || !(*obj)["kind"].is_string()) return false;
-  const std::string kind = (*obj)["kind"];
-  Json* holder = nullptr;  // the object with metadata and spec
-  if (kind == "Pod") {
-    holder = obj;
-  } else if (kind == "Deployment" || kind == "StatefulSet" || kind == "DaemonSet" ||
-             kind == "ReplicaSet" || kind == "ReplicationController" || kind == "Job") {
-    Json& spec = (*obj)["spec"];
-    if (!spec.is_object() || !spec.contains("template")) return false;
-    holder = &spec["template"];
-    t->job = kind == "Job";
-  } else if (kind == "CronJob") {
-    Json* p = obj;
-    for (const char* k : {"spec", "jobTemplate", "spec", "template"}) {
-      if (!p->is_object() || !p->contains(k)) return false;
-      p = &(*p)[k];
-    }
-    holder = p;
-    t->job = true;
-  } else {
-    return false;
-  }
-  if (!holder->is_object() || !holder->contains("spec") || !(*holder)["spec"].is_object())
-    return false;
-  if (holder->contains("metadata") && !(*holder)["metadata"].is_object()) {
-    t->problem = "the pod's metadata is not a mapping";
-    return true;
-  }
-  if (!holder->contains("metadata")) {
-    (*holder)["metadata"] = Json::object();
-    t->metadata_created = true;
-  }
-  t->holder = holder;
-  t->metadata = &(*holder)["metadata"];
-  t->spec = &(*holder)["spec"];
-  return true;
-}
 
 void Describe(const Json& obj, Report* r) {
   if (!obj.is_object()) return;
@@ -151,112 +102,6 @@ bool ForwardForm(const Json& probe, const Json& container, Json* out, std::strin
       return false;
     }
   }
-  return true;
-}
-
-// ---- the status annotation
-
-Json ReadStatus(const Json& meta, std::string* why) {
-  const Json* s = MapString(meta, "annotations", kStatusAnnotation);
-  if (!s) {
-    const bool present = meta.contains("annotations") && meta["annotations"].is_object() &&
-                         meta["annotations"].contains(kStatusAnnotation);
-    if (!present) return nullptr;
-    *why = std::string("the annotation ") + kStatusAnnotation + " is not a string";
-    return Json::object();
-  }
-  Json status = Json::parse(s->get<std::string>(), nullptr, false);
-  if (status.is_discarded() || !status.is_object() || !status.contains("sidecar") ||
-      !status["sidecar"].is_string() || !status.contains("in") || !status["in"].is_string() ||
-      !status.contains("containers") || !status["containers"].is_object()) {
-    *why = std::string("the annotation ") + kStatusAnnotation +
-           " is not one loopwatch wrote; remove it, or the object's loopwatch parts, by hand";
-    return Json::object();  // an empty object: present but unusable
-  }
-  return status;
-}
-
-// Restores map[key] to `original` (null: absent, unless `was_null`: there
-// with the value null).
-void RestoreMapEntry(Json& map, const std::string& key, const Json& original,
-                     bool was_null = false) {
-  if (!map.is_object()) return;
-  if (original.is_null() && !was_null) {
-    map.erase(key);
-  } else {
-    map[key] = original;
-  }
-}
-
-// Takes out what `status` lists. Returns false (and *why) if the object does
-// not hold what the status says it should; `obj` may then be half-restored,
-// so callers work on a copy.
-bool Remove(PodTemplate& t, const Json& status, std::string* why) {
-  Json& spec = *t.spec;
-  Json& meta = *t.metadata;
-  const Json created = status.value("created", Json::array());
-  const std::string in = status["in"];
-  if (in != "initContainers" && in != "containers") {
-    *why = "loopwatch.io/status names no container list";
-    return false;
-  }
-  if (spec.contains(in)) EraseNamed(spec[in], status["sidecar"].get<std::string>());
-  if (status.contains("python_init") && status["python_init"].is_string() &&
-      spec.contains("initContainers"))
-    EraseNamed(spec["initContainers"], status["python_init"].get<std::string>());
-  for (const char* list : {"initContainers", "containers"})
-    if (spec.contains(list) && spec[list].is_array() && spec[list].empty() &&
-        Contains(created, list))
-      spec.erase(list);
-  if (spec.contains("volumes")) {
-    for (const Json& v : status.value("volumes", Json::array()))
-      if (v.is_string()) EraseNamed(spec["volumes"], v.get<std::string>());
-    if (spec["volumes"].empty() && Contains(created, "volumes")) spec.erase("volumes");
-  }
-  for (const auto& [name, c] : status["containers"].items()) {
-    Json* container = spec.contains("containers") ? FindNamed(spec["containers"], name) : nullptr;
-    if (!container || !c.is_object()) continue;  // gone since: nothing of ours left in it
-    const Json ccreated = c.value("created", Json::array());
-    if (c.contains("env") && c["env"].is_object() && container->contains("env")) {
-      Json& env = (*container)["env"];
-      for (const auto& [var, original] : c["env"].items()) {
-        if (original.is_null()) {
-          EraseNamed(env, var);
-        } else if (Json* e = FindNamed(env, var)) {
-          *e = original;
-        }
-      }
-      if (env.is_array() && env.empty() && Contains(ccreated, "env")) container->erase("env");
-    }
-    if (container->contains("volumeMounts")) {
-      Json& mounts = (*container)["volumeMounts"];
-      for (const Json& m : c.value("volumeMounts", Json::array()))
-        if (m.is_string())
-          EraseNamed(mounts, m.get<std::string>(),
-                     {{"mountPath", m == kPythonName ? kPythonMountPath : kMountPath}});
-      if (mounts.is_array() && mounts.empty() && Contains(ccreated, "volumeMounts"))
-        container->erase("volumeMounts");
-    }
-    if (c.contains("probes") && c["probes"].is_object()) {
-      for (const auto& [key, original] : c["probes"].items())
-        RestoreMapEntry(*container, key, original, Contains(c.value("nulls", Json()), key.c_str()));
-    }
-  }
-  for (const char* map : {"labels", "annotations"}) {
-    if (status.contains(map) && status[map].is_object() && meta.contains(map)) {
-      for (const auto& [key, original] : status[map].items())
-        RestoreMapEntry(meta[map], key, original);
-    }
-  }
-  if (meta.contains("annotations") && meta["annotations"].is_object()) {
-    meta["annotations"].erase(kStatusAnnotation);
-    if (meta["annotations"].empty() && Contains(created, "annotations"))
-      meta.erase("annotations");
-  }
-  if (meta.contains("labels") && meta["labels"].is_object() && meta["labels"].empty() &&
-      Contains(created, "labels"))
-    meta.erase("labels");
-  if (meta.empty() && Contains(created, "metadata")) t.holder->erase("metadata");
   return true;
 }
 
@@ -655,10 +500,14 @@ static bool RefuseInvalidUtf8(const Json& object, Report* r) {
   return true;
 }
 
-// The common start of Inject and Uninject: finds the pod template in `copy`
-// (a copy of `object`); false with *r filled when there is nothing to patch
-// (passed through) or it cannot be patched (refused).
-static bool Prepare(const Json& object, Json* copy, PodTemplate* t, Report* r) {
+// The common start of Inject and Uninject: names the object in *r, finds
+// the pod template in `copy` (a copy of `object`) and takes out what an
+// earlier injection added (*was_injected), as its status annotation lists.
+// False with *r filled when there is nothing to patch (passed through) or
+// it cannot be patched (refused).
+static bool TakeOut(const Json& object, Json* copy, PodTemplate* t, Report* r,
+                    bool* was_injected) {
+  Describe(object, r);
   if (!Locate(copy, t)) {
     r->reason = "not a workload with a pod template";
     return false;
@@ -668,25 +517,27 @@ static bool Prepare(const Json& object, Json* copy, PodTemplate* t, Report* r) {
     r->reason = t->problem;
     return false;
   }
-  return !RefuseInvalidUtf8(object, r);
+  if (RefuseInvalidUtf8(object, r)) return false;
+  std::string why;
+  Json status = ReadStatus(*t->metadata, &why);
+  *was_injected = !status.is_null();
+  if (*was_injected && (!why.empty() || !Remove(*t, status, &why))) {
+    r->outcome = Outcome::kRefused;
+    r->reason = why;
+    return false;
+  }
+  return true;
 }
 
 Report Uninject(Json* object) {
   Report r;
-  Describe(*object, &r);
   Json copy = *object;
   PodTemplate t;
-  if (!Prepare(*object, &copy, &t, &r)) return r;
-  std::string why;
-  Json status = ReadStatus(*t.metadata, &why);
-  if (status.is_null()) {
+  bool was_injected = false;
+  if (!TakeOut(*object, &copy, &t, &r, &was_injected)) return r;
+  if (!was_injected) {
     r.outcome = Outcome::kUnchanged;
     r.reason = "not injected";
-    return r;
-  }
-  if (!why.empty() || !Remove(t, status, &why)) {
-    r.outcome = Outcome::kRefused;
-    r.reason = why;
     return r;
   }
   *object = std::move(copy);
@@ -696,24 +547,15 @@ Report Uninject(Json* object) {
 
 Report Inject(Json* object, const InjectorSettings& settings) {
   Report r;
-  Describe(*object, &r);
   Json copy = *object;
   PodTemplate t;
-  if (!Prepare(*object, &copy, &t, &r)) return r;
-  std::string why;
-  Json status = ReadStatus(*t.metadata, &why);
+  // Injected before: that is taken out and injected again. If nothing
+  // changed since, the result is the input, and the object is left alone;
+  // if another webhook changed the pod (a container added, restartPolicy
+  // dropped), this puts loopwatch back as it should be.
   bool again = false;
-  if (!status.is_null()) {
-    // Injected before: take that out and inject again. If nothing changed
-    // since, the result is the input, and the object is left alone; if
-    // another webhook changed the pod (a container added, restartPolicy
-    // dropped), this puts loopwatch back as it should be.
-    if (!why.empty() || !Remove(t, status, &why)) {
-      r.outcome = Outcome::kRefused;
-      r.reason = why;
-      return r;
-    }
-    again = true;
+  if (!TakeOut(*object, &copy, &t, &r, &again)) return r;
+  if (again) {
     // Remove may have taken out the template's metadata: find it again.
     t = PodTemplate();
     if (!Locate(&copy, &t) || !t.problem.empty()) {

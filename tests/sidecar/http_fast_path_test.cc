@@ -131,5 +131,15 @@ TEST(FastPath, FormatsLikeTheWorkerPath) {
   EXPECT_FALSE(FormatFastResponse(req, res, "timeout=5", &out));
 }
 
+TEST(HeadLength, EndsAtTheFirstBlankLineOfEitherKind) {
+  EXPECT_EQ(HeadLength(""), 0u);
+  EXPECT_EQ(HeadLength("GET / HTTP/1.1\r\nHost: a\r\n"), 0u);  // incomplete
+  EXPECT_EQ(HeadLength("GET / HTTP/1.1\r\n\r\nbody"), 18u);
+  EXPECT_EQ(HeadLength("GET / HTTP/1.1\n\nbody"), 16u);
+  // Whichever blank line comes first ends the head.
+  EXPECT_EQ(HeadLength("GET / HTTP/1.1\n\n\r\n\r\n"), 16u);
+  EXPECT_EQ(HeadLength("GET /\r\n\r\nGET /\n\n"), 9u);
+}
+
 }  // namespace
 }  // namespace loopwatch
