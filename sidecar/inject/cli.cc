@@ -9,10 +9,12 @@
 #include <cstring>
 #include <iostream>
 #include <iterator>
+#include <optional>
 #include <sstream>
 
 #include "inject/manifest.h"
 #include "inject/patcher.h"
+#include "inject/webhook.h"
 
 namespace loopwatch::inject {
 namespace {
@@ -33,6 +35,10 @@ constexpr const char* kInjectHelp =
     "  -f, --filename FILE      the manifests (default -, stdin)\n"
     "  --image IMAGE            the sidecar's image (default loopwatch:" LOOPWATCH_VERSION ")\n"
     "  --image-pull-policy P    Always, IfNotPresent or Never (default: not set)\n"
+    "  --config FILE            the injector's settings file, as `loopwatch webhook\n"
+    "                           --config` reads it (the Helm chart's ConfigMap):\n"
+    "                           image, resources, native_sidecar, ... (docs/inject.md);\n"
+    "                           --image and --image-pull-policy override it\n"
     "  --all                    inject pods without the label too, as the webhook\n"
     "                           does in a namespace labelled loopwatch.io/inject:\n"
     "                           enabled (loopwatch.io/inject: disabled still wins)\n"
@@ -136,6 +142,8 @@ int InjectCommand(const std::vector<std::string>& args, bool uninject, std::istr
   std::string file = "-";
   bool file_given = false;
   InjectorSettings s;
+  std::string config_path;
+  std::optional<std::string> image, pull_policy;
   for (size_t i = 0; i < args.size(); i++) {
     std::string a = args[i], value;
     bool has_value = false;
@@ -162,13 +170,16 @@ int InjectCommand(const std::vector<std::string>& args, bool uninject, std::istr
       if (!take(&file)) return usage(a + " needs a file name (- for stdin)");
       file_given = true;
     } else if (!uninject && a == "--image") {
-      if (!take(&s.image) || s.image.empty()) return usage("--image needs an image name");
+      image.emplace();
+      if (!take(&*image) || image->empty()) return usage("--image needs an image name");
     } else if (!uninject && a == "--image-pull-policy") {
-      if (!take(&s.image_pull_policy)) return usage("--image-pull-policy needs a value");
-      if (s.image_pull_policy != "Always" && s.image_pull_policy != "IfNotPresent" &&
-          s.image_pull_policy != "Never")
-        return usage("--image-pull-policy: \"" + s.image_pull_policy +
+      pull_policy.emplace();
+      if (!take(&*pull_policy)) return usage("--image-pull-policy needs a value");
+      if (*pull_policy != "Always" && *pull_policy != "IfNotPresent" && *pull_policy != "Never")
+        return usage("--image-pull-policy: \"" + *pull_policy +
                      "\" is not Always, IfNotPresent or Never");
+    } else if (!uninject && a == "--config") {
+      if (!take(&config_path) || config_path.empty()) return usage("--config needs a file name");
     } else if (!uninject && a == "--all" && !has_value) {
       s.namespace_enabled = true;
     } else if (!a.empty() && a[0] == '-' && a != "-") {
@@ -177,6 +188,16 @@ int InjectCommand(const std::vector<std::string>& args, bool uninject, std::istr
       return usage("unexpected argument \"" + a + "\" (the manifests come with -f FILE)");
     }
   }
+
+  if (!config_path.empty()) {
+    std::vector<std::string> errors;
+    if (!InjectorSettingsFromYaml(config_path, &s, &errors)) {
+      for (const std::string& e : errors) err << "loopwatch " << cmd << ": " << e << "\n";
+      return 2;
+    }
+  }
+  if (image) s.image = *image;
+  if (pull_policy) s.image_pull_policy = *pull_policy;
 
   std::string text, error;
   if (!ReadAll(file, in, &text, &error)) {

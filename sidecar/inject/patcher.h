@@ -64,6 +64,10 @@ struct InjectorSettings {
   std::string volume_size = "1Mi";  // sizeLimit of the memory emptyDir
   int64_t run_as_user = 65532;      // the sidecar's user and group
   bool native_sidecar = true;
+  // The sidecar's own settings for every injected pod (stall_after: 5s,
+  // ...), keys of PodSettableKeys(), each already checked by the sidecar's
+  // parser; a pod's config.loopwatch.io/<key> annotation overrides one.
+  std::vector<std::pair<std::string, std::string>> sidecar_settings;
   // The webhook's namespace selector already chose this pod: a pod with no
   // loopwatch.io/inject label is injected. The CLI needs the label.
   bool namespace_enabled = false;

@@ -36,10 +36,6 @@ bool ParseQuantity(const std::string& s, double* value) {
   return std::isfinite(v);
 }
 
-namespace {
-
-
-// The sidecar settings a pod may set by annotation, as the sidecar's keys.
 const std::vector<std::string>& PodSettableKeys() {
   static const std::vector<std::string> keys = {
       "stall_after",     "lag_above",     "expect_loops",   "startup_grace",
@@ -48,6 +44,23 @@ const std::vector<std::string>& PodSettableKeys() {
       "log_level"};
   return keys;
 }
+
+bool CheckSidecarSetting(const std::string& key, const std::string& value, std::string* env,
+                         std::string* why) {
+  const auto& keys = PodSettableKeys();
+  const Setting* setting =
+      std::find(keys.begin(), keys.end(), key) != keys.end() ? FindByKey(key) : nullptr;
+  if (!setting) {
+    *why = "not a sidecar setting a pod may set";
+    return false;
+  }
+  Config scratch;
+  if (!setting->parse(value, &scratch, why)) return false;
+  *env = setting->env();
+  return true;
+}
+
+namespace {
 
 const std::vector<std::string>& InjectorKeys() {
   static const std::vector<std::string> keys = {
@@ -69,9 +82,14 @@ bool ReadPodConfig(const Json& meta, const InjectorSettings& s, PodConfig* pc,
   pc->cpu_limit = s.cpu_limit;
   pc->memory_request = s.memory_request;
   pc->memory_limit = s.memory_limit;
+  // The injector's defaults first; an annotation of the same setting
+  // replaces its entry.
+  for (const auto& [key, value] : s.sidecar_settings) {
+    std::string env, reason;
+    if (CheckSidecarSetting(key, value, &env, &reason)) pc->sidecar_env.emplace_back(env, value);
+  }
   if (!meta.contains("annotations") || !meta["annotations"].is_object()) return true;
   const std::string prefix = kConfigPrefix;
-  Config scratch;
   for (const auto& item : meta["annotations"].items()) {
     const std::string name = item.key();  // not a binding: lambdas capture it
     const Json& value = item.value();
@@ -129,10 +147,7 @@ bool ReadPodConfig(const Json& meta, const InjectorSettings& s, PodConfig* pc,
       std::string setting_key = key;
       std::replace(setting_key.begin(), setting_key.end(), '-', '_');
       const auto& keys = PodSettableKeys();
-      const Setting* setting = std::find(keys.begin(), keys.end(), setting_key) != keys.end()
-                                   ? FindByKey(setting_key)
-                                   : nullptr;
-      if (!setting) {
+      if (std::find(keys.begin(), keys.end(), setting_key) == keys.end()) {
         std::vector<std::string> known = InjectorKeys();
         for (std::string k : keys) {
           std::replace(k.begin(), k.end(), '_', '-');
@@ -144,9 +159,12 @@ bool ReadPodConfig(const Json& meta, const InjectorSettings& s, PodConfig* pc,
                              : "; did you mean " + AnnotationName(hint) + "?");
         return false;
       }
-      std::string reason;
-      if (!setting->parse(v, &scratch, &reason)) return bad(reason);
-      pc->sidecar_env.emplace_back(setting->env(), v);
+      std::string env, reason;
+      if (!CheckSidecarSetting(setting_key, v, &env, &reason)) return bad(reason);
+      auto same = [&](const auto& e) { return e.first == env; };
+      pc->sidecar_env.erase(std::remove_if(pc->sidecar_env.begin(), pc->sidecar_env.end(), same),
+                            pc->sidecar_env.end());
+      pc->sidecar_env.emplace_back(env, v);
     }
   }
   auto check_pair = [&](const std::string& req, const std::string& lim, const char* what) {

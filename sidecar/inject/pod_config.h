@@ -31,6 +31,15 @@ struct PodConfig {
 // "config.loopwatch.io/" + key.
 std::string AnnotationName(const std::string& key);
 
+// The sidecar settings (its config keys, stall_after, ...) that a pod's
+// annotations, and the injector's settings file, may set.
+const std::vector<std::string>& PodSettableKeys();
+
+// Checks `value` for the sidecar setting `key` (one of PodSettableKeys())
+// with the sidecar's own parser; sets *env to its environment variable.
+bool CheckSidecarSetting(const std::string& key, const std::string& value, std::string* env,
+                         std::string* why);
+
 // Reads the annotations of the pod's metadata `meta` over the injector's
 // defaults. False with *why ("config.loopwatch.io/x: ...") on the first bad
 // one.

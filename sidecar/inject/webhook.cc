@@ -16,15 +16,18 @@
 #include <sys/stat.h>
 #include <yaml-cpp/yaml.h>
 
+#include <algorithm>
 #include <atomic>
 #include <chrono>
 #include <ctime>
 #include <iostream>
+#include <map>
 #include <mutex>
 #include <thread>
 
 #include "config.h"
 #include "http/listen_address.h"
+#include "inject/pod_config.h"
 #include "inject/review.h"
 #include "log.h"
 #include "settings.h"
@@ -287,13 +290,20 @@ bool InjectorSettingsFromYaml(const std::string& path, InjectorSettings* out,
     errors->push_back(path + ":1:1: expected a mapping of settings (image: ..., ...)");
     return false;
   }
-  static const std::vector<std::string> kKeys = {
-      "image",        "image_pull_policy", "cpu_request",    "cpu_limit",  "memory_request",
-      "memory_limit", "volume_size",       "native_sidecar", "run_as_user"};
+  static const std::vector<std::string> kKeys = [] {
+    std::vector<std::string> keys = {"image",          "image_pull_policy", "cpu_request",
+                                     "cpu_limit",      "memory_request",    "memory_limit",
+                                     "volume_size",    "native_sidecar",    "run_as_user"};
+    for (const std::string& k : PodSettableKeys()) keys.push_back(k);
+    return keys;
+  }();
+  const auto& sidecar_keys = PodSettableKeys();
+  std::map<std::string, std::string> where_of;  // key -> "file:line:column: "
   for (const auto& kv : root) {
     const YAML::Mark m = kv.first.Mark();
     const std::string where =
         path + ":" + std::to_string(m.line + 1) + ":" + std::to_string(m.column + 1) + ": ";
+    if (kv.first.IsScalar()) where_of[kv.first.Scalar()] = where;
     if (!kv.first.IsScalar()) {
       errors->push_back(where + "a key must be a plain name");
       continue;
@@ -332,6 +342,17 @@ bool InjectorSettingsFromYaml(const std::string& path, InjectorSettings* out,
       long long n = std::strtoll(v.c_str(), &end, 10);
       if (v.empty() || *end || n < 1 || n > 2147483647) bad("is not a user id (1 or more; not root)");
       else out->run_as_user = n;
+    } else if (std::find(sidecar_keys.begin(), sidecar_keys.end(), key) != sidecar_keys.end()) {
+      // A default of the sidecar's own setting for every injected pod.
+      std::string env, why;
+      if (!CheckSidecarSetting(key, v, &env, &why)) {
+        bad(why);
+        continue;
+      }
+      auto& list = out->sidecar_settings;
+      list.erase(std::remove_if(list.begin(), list.end(), [&](const auto& e) { return e.first == key; }),
+                 list.end());
+      list.emplace_back(key, v);
     } else {
       std::string hint = Suggest(key, kKeys);
       std::string list;
@@ -339,6 +360,20 @@ bool InjectorSettingsFromYaml(const std::string& path, InjectorSettings* out,
       errors->push_back(where + "unknown setting " + Quote(key) +
                         (hint.empty() ? "; the settings are " + list : "; did you mean " + hint + "?"));
     }
+  }
+  // A request above its limit would have every pod refused: say so now.
+  for (const char* what : {"cpu", "memory"}) {
+    const std::string req_key = std::string(what) + "_request", lim_key = std::string(what) + "_limit";
+    const std::string& req = std::string(what) == "cpu" ? out->cpu_request : out->memory_request;
+    const std::string& lim = std::string(what) == "cpu" ? out->cpu_limit : out->memory_limit;
+    double a, b;
+    if (req.empty() || lim.empty() || !ParseQuantity(req, &a) || !ParseQuantity(lim, &b) || a <= b)
+      continue;
+    const std::string where = where_of.count(req_key) ? where_of[req_key]
+                              : where_of.count(lim_key) ? where_of[lim_key]
+                                                        : path + ": ";
+    errors->push_back(where + req_key + " " + req + " is above " + lim_key + " " + lim +
+                      ": every pod would be refused");
   }
   return errors->empty();
 }

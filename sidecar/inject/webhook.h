@@ -32,7 +32,9 @@ constexpr size_t kMaxReviewBytes = 6 * 1024 * 1024;
 
 // Reads the injector's settings file: keys image, image_pull_policy,
 // cpu_request, cpu_limit, memory_request, memory_limit, volume_size,
-// native_sidecar, run_as_user. Errors are "file:line:column: what".
+// native_sidecar, run_as_user, and defaults of the sidecar's own settings
+// that a pod may set (stall_after, lag_above, ...: PodSettableKeys()),
+// checked by the sidecar's parsers. Errors are "file:line:column: what".
 bool InjectorSettingsFromYaml(const std::string& path, InjectorSettings* out,
                               std::vector<std::string>* errors);
 

@@ -249,3 +249,53 @@ def test_python_payload_follows_no_link_out_of_dest(tmp_path):
     assert not (dest / "loopwatch" / "link.txt").exists()
     assert not (dest / "loopwatch" / "linkdir").exists()
     assert outside.read_text() == "keep me"
+
+
+def test_config_file_as_the_webhook_reads_it(tmp_path):
+    text = ("apiVersion: v1\nkind: Pod\nmetadata: {name: p}\n"
+            "spec: {containers: [{name: a, image: i}]}\n")
+    conf = tmp_path / "injector.yaml"
+    conf.write_text("image: registry.example/loopwatch:7\nimage_pull_policy: Always\n"
+                    "native_sidecar: false\nmemory_limit: 48Mi\nrun_as_user: 1234\n"
+                    "stall_after: 3s\nmode: observe\n")
+    r = run(["inject", "--all", "--config", str(conf)], stdin=text)
+    assert r.returncode == 0, r.stderr
+    pod = yaml.safe_load(r.stdout)
+    assert "initContainers" not in pod["spec"]  # native_sidecar: false
+    side = pod["spec"]["containers"][-1]
+    assert side["name"] == "loopwatch" and side["image"] == "registry.example/loopwatch:7"
+    assert side["imagePullPolicy"] == "Always"
+    assert side["resources"]["limits"]["memory"] == "48Mi"
+    assert side["securityContext"]["runAsUser"] == 1234
+    env = {e["name"]: e.get("value") for e in side["env"]}
+    assert env["LOOPWATCH_STALL_AFTER"] == "3s" and env["LOOPWATCH_MODE"] == "observe"
+    # A pod's annotation overrides the file's default of the same setting.
+    annotated = text.replace("metadata: {name: p}",
+                             "metadata: {name: p, annotations: "
+                             "{config.loopwatch.io/stall-after: 7s}}")
+    r = run(["inject", "--all", "--config", str(conf)], stdin=annotated)
+    assert r.returncode == 0, r.stderr
+    env = [e for e in yaml.safe_load(r.stdout)["spec"]["containers"][-1]["env"]
+           if e["name"] == "LOOPWATCH_STALL_AFTER"]
+    assert env == [{"name": "LOOPWATCH_STALL_AFTER", "value": "7s"}]
+    # The command line wins over the file.
+    r = run(["inject", "--all", "--image", "other/loopwatch:8", "--config", str(conf)], stdin=text)
+    assert r.returncode == 0, r.stderr
+    assert yaml.safe_load(r.stdout)["spec"]["containers"][-1]["image"] == "other/loopwatch:8"
+
+
+def test_a_bad_config_file_names_the_place_and_writes_nothing(tmp_path):
+    conf = tmp_path / "injector.yaml"
+    conf.write_text("image: x\nnative_sidecar: maybe\nimgae: y\nstall_after: 5 minutes\n")
+    r = run(["inject", "--all", "--config", str(conf)], stdin=open(POD).read())
+    assert r.returncode == 2 and r.stdout == ""
+    assert "injector.yaml:2:1: native_sidecar: \"maybe\" is not true or false" in r.stderr
+    assert "injector.yaml:3:1: unknown setting \"imgae\"; did you mean image?" in r.stderr
+    assert "injector.yaml:4:1: stall_after: \"5 minutes\" " in r.stderr
+    r = run(["inject", "--config", str(tmp_path / "missing.yaml")], stdin=open(POD).read())
+    assert r.returncode == 2 and "missing.yaml: cannot read" in r.stderr
+    # A request above the limit would refuse every pod: refused at once.
+    conf.write_text("memory_limit: 32Mi\nmemory_request: 64Mi\n")
+    r = run(["inject", "--all", "--config", str(conf)], stdin=open(POD).read())
+    assert r.returncode == 2
+    assert "injector.yaml:2:1: memory_request 64Mi is above memory_limit 32Mi" in r.stderr
