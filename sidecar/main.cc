@@ -15,6 +15,7 @@
 #include "config.h"
 #include "hold.h"
 #include "http/servers.h"
+#include "inject/check_webhook.h"
 #include "inject/cli.h"
 #include "inject/python_payload.h"
 #include "inject/webhook.h"
@@ -43,6 +44,8 @@ constexpr const char* kUsage =
     "  inject    add the sidecar to Kubernetes manifests (stdin to stdout)\n"
     "  uninject  take out what inject added\n"
     "  webhook   the mutating admission webhook that injects at pod creation\n"
+    "  check-webhook URL\n"
+    "            send the webhook a labelled pod and check it is injected\n"
     "  python-payload DEST\n"
     "            copy the Python package and start-up hook into DEST (an init\n"
     "            container's job: Python apps watched with no image rebuild)\n"
@@ -160,6 +163,9 @@ int main(int argc, char** argv) {
                                             std::cerr);
   }
   if (cmd == "webhook") return loopwatch::inject::WebhookCommand(rest, std::cout, std::cerr);
+  if (cmd == "check-webhook") {
+    return loopwatch::inject::CheckWebhookCommand(rest, std::cout, std::cerr);
+  }
   if (cmd == "python-payload") {
     return loopwatch::inject::PythonPayloadCommand(rest, std::cout, std::cerr);
   }

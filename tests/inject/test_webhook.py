@@ -315,3 +315,46 @@ def test_usage_and_bad_certificates(tmp_path):
     assert r.returncode == 2, r.stderr
     assert "%s:2:1: unknown setting \"memory_limt\"; did you mean memory_limit?" % cfg in r.stderr
     assert '%s:3:1: cpu_request: "lots" is not a resource quantity' % cfg in r.stderr
+
+
+def test_check_webhook_sends_a_labelled_pod_and_checks_the_patch(webhook, tmp_path):
+    url = "https://%s:%d/inject" % (LOCALHOST, webhook.port)
+    r = subprocess.run([BIN, "check-webhook", "--ca-file", os.path.join(webhook.dir, "ca.crt"),
+                        url], capture_output=True, text=True, timeout=30)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.startswith("ok: " + url + " injected a labelled pod (") and " ms" in r.stdout
+    # Another CA: the injector's certificate is not trusted.
+    openssl("req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", "other.key", "-out",
+            "other.crt", "-days", "2", "-subj", "/CN=another CA", cwd=str(tmp_path))
+    r = subprocess.run([BIN, "check-webhook", "--ca-file", str(tmp_path / "other.crt"), url],
+                       capture_output=True, text=True, timeout=30)
+    assert r.returncode == 1 and "certificate not trusted" in r.stderr, r.stderr
+    # Not the injector: a path that answers 404.
+    r = subprocess.run([BIN, "check-webhook", "--ca-file", os.path.join(webhook.dir, "ca.crt"),
+                        url.replace("/inject", "/nothing")], capture_output=True, text=True,
+                       timeout=30)
+    assert r.returncode == 1 and "HTTP 404" in r.stderr, r.stderr
+
+
+@pytest.mark.parametrize("args,message", [
+    ([], "the injector's URL is missing"),
+    (["http://127.0.0.1:1/inject"], "must start with https://"),
+    (["https://127.0.0.1:99999/inject"], "port is not a number from 1 to 65535"),
+    (["--timeout", "0", "https://127.0.0.1:1/inject"], "--timeout: 0 is not a number"),
+    (["--ca-file", "/nonexistent/ca.crt", "https://127.0.0.1:1/inject"], "cannot be read"),
+    (["--bogus"], "unknown option --bogus"),
+])
+def test_check_webhook_usage(args, message):
+    r = subprocess.run([BIN, "check-webhook"] + args, capture_output=True, text=True, timeout=30)
+    assert r.returncode == 2 and message in r.stderr, r.stderr
+
+
+def test_check_webhook_nobody_listening(tmp_path):
+    s = socket.socket()
+    s.bind((LOCALHOST, 0))
+    port = s.getsockname()[1]
+    s.close()
+    r = subprocess.run([BIN, "check-webhook", "--timeout", "2",
+                        "https://%s:%d/inject" % (LOCALHOST, port)],
+                       capture_output=True, text=True, timeout=30)
+    assert r.returncode == 1 and "check-webhook: https://" in r.stderr, r.stderr
