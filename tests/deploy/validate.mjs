@@ -52,6 +52,7 @@ const API = {
   "networking.k8s.io/v1": "kubernetes-models/networking.k8s.io/v1",
   "autoscaling/v2": "kubernetes-models/autoscaling/v2",
   "monitoring.coreos.com/v1": "@kubernetes-models/prometheus-operator/monitoring.coreos.com/v1",
+  "cert-manager.io/v1": "@kubernetes-models/cert-manager/cert-manager.io/v1",
 };
 
 const KUSTOMIZATION_NAMES = new Set(["kustomization.yaml", "kustomization.yml", "Kustomization"]);
