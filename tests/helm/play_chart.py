@@ -23,10 +23,12 @@ chart as `helm template` renders it:
         the Deployment whose pod template is the reviewed pod with the
         response's JSONPatch applied by python3-jsonpatch (an RFC 6902
         implementation independent of loopwatch's), for render_pod.py;
-    play_chart.py test-pod --rendered R --name NAME --port P > pod.yaml
+    play_chart.py test-pod --rendered R --name NAME --port P --hosts-file F > pod.yaml
         the chart's `helm test` Pod, changed only so that it reaches the
-        injector podman published: the host's network, the Service's name
-        resolved to 127.0.0.1 (hostAliases) and the URL's port P.
+        injector podman published: the host's network, the URL's port P,
+        and the Service's name resolved to 127.0.0.1 by the hosts file F
+        mounted at /etc/hosts (podman 4.3's kube play ignores hostAliases
+        in the host's network).
 
 What podman 4.3 needs changed is said where it is changed.
 """
@@ -148,14 +150,17 @@ def apply(deployment, rev, resp):
     return out
 
 
-def test_pod(docs, name, port):
+def test_pod(docs, name, port, hosts_file):
     pod = copy.deepcopy(one(docs, "Pod", lambda d: d["metadata"].get("annotations", {}).get("helm.sh/hook") == "test"))
     host = service_dns(docs)
     pod["metadata"] = {"name": name, "labels": pod["metadata"]["labels"]}
     spec = pod["spec"]
     spec["hostNetwork"] = True
-    spec["hostAliases"] = [{"ip": "127.0.0.1", "hostnames": [host]}]
+    with open(hosts_file, "w", encoding="utf-8") as f:
+        f.write("127.0.0.1 localhost %s\n" % host)
+    spec["volumes"].append({"name": "hosts", "hostPath": {"path": hosts_file, "type": "File"}})
     (c,) = spec["containers"]
+    c.setdefault("volumeMounts", []).append({"name": "hosts", "mountPath": "/etc/hosts", "readOnly": True})
     c["args"] = [a.replace("%s:443/" % host, "%s:%d/" % (host, port)) for a in c["args"]]
     out = []
     for v in spec["volumes"]:
@@ -186,6 +191,7 @@ def main():
     ap.add_argument("--namespace", default="shop")
     ap.add_argument("--review", help="the review sent")
     ap.add_argument("--response", help="the injector's answer")
+    ap.add_argument("--hosts-file", help="test-pod: the hosts file to write and mount")
     a = ap.parse_args()
     docs = load_all(a.rendered) if a.rendered else None
     if a.what == "injector":
@@ -205,7 +211,7 @@ def main():
             resp = json.load(f)
         yaml.safe_dump(apply(dep, rev, resp), sys.stdout, sort_keys=False)
     elif a.what == "test-pod":
-        yaml.safe_dump_all(test_pod(docs, a.name, a.port), sys.stdout, sort_keys=False)
+        yaml.safe_dump_all(test_pod(docs, a.name, a.port, a.hosts_file), sys.stdout, sort_keys=False)
 
 
 if __name__ == "__main__":

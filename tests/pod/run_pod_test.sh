@@ -26,7 +26,12 @@
 #      under uvicorn and under gunicorn with two UvicornWorkers: the payload
 #      init container copies the package in, the loops beat, a blocking call
 #      gives 503 and a report naming the blocking line of app.py,
-#   6. teardown of the pods and their volumes, also when a check fails.
+#   6. the Helm chart (helm/loopwatch) as `helm template` renders it: the
+#      injector played from its Deployment with the rendered certificate,
+#      a review of orders-plain.yaml's pod sent over HTTPS trusting only the
+#      rendered caBundle, the patch applied with python3-jsonpatch, the pod
+#      played (a stall gives 503 and a report), and the `helm test` Pod,
+#   7. teardown of the pods and their volumes, also when a check fails.
 #
 #   tests/pod/run_pod_test.sh [--workdir DIR] [--rebuild-base] [--keep]
 #
@@ -35,11 +40,12 @@
 #   --keep           leave the pod running after the checks (to look around)
 #
 # Needs root (debootstrap, rootful podman), and the Debian packages podman,
-# runc, catatonit, debootstrap and curl (scripts/deps.sh installs them).
+# runc, catatonit, debootstrap and curl (scripts/deps.sh installs them),
+# python3-jsonpatch, and the npm packages (npm ci) for helm.
 # Exit 0 when every check passed, 1 when one failed, 2 on bad usage.
 set -euo pipefail
 
-usage() { sed -n '3,28s/^# \{0,1\}//p' "${BASH_SOURCE[0]}"; }
+usage() { sed -n '3,44s/^# \{0,1\}//p' "${BASH_SOURCE[0]}"; }
 
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
 work=$root/build/pod
@@ -135,6 +141,8 @@ teardown() {
     echo "--keep: pod $pod left running (podman kube down $pod_yaml)"
   else
     remove_pod
+    local p
+    for p in "${extra_pods[@]}"; do remove_pod_named "${p%%=*}" "${p#*=}"; done
   fi
   echo
   echo "--- real-pod test timings"
@@ -151,18 +159,22 @@ trap teardown EXIT
 
 # Removes the pod, its containers and the volumes kube play made for it
 # (the ConfigMap's and the emptyDir's), so no state leaks into the next run.
-remove_pod() {
-  if [[ -f $pod_yaml ]]; then
-    podman kube down "$pod_yaml" >/dev/null 2>&1 || true
+remove_pod() { remove_pod_named "$pod" "$pod_yaml"; }
+# remove_pod_named NAME YAML: the same for another pod (the chart's injector).
+remove_pod_named() {
+  if [[ -f $2 ]]; then
+    podman kube down "$2" >/dev/null 2>&1 || true
   fi
-  podman pod rm -f "$pod" >/dev/null 2>&1 || true
+  podman pod rm -f "$1" >/dev/null 2>&1 || true
   local vol
   for vol in $(podman volume ls --format '{{.Name}}' 2>/dev/null); do
-    # render_pod.py gives the pod's volumes and ConfigMap the pod's name
-    # as a prefix: only those are removed.
-    case $vol in "$pod"-*) podman volume rm -f "$vol" >/dev/null 2>&1 || true ;; esac
+    # render_pod.py and play_chart.py give the pod's volumes and ConfigMaps
+    # the pod's name as a prefix: only those are removed.
+    case $vol in "$1"-*) podman volume rm -f "$vol" >/dev/null 2>&1 || true ;; esac
   done
 }
+# Pods besides $pod that teardown removes: NAME=YAML.
+extra_pods=()
 
 # The first Debian mirror of the machine's apt sources that serves
 # bookworm's main component (deb822 .sources files, then sources.list).
@@ -586,6 +598,100 @@ status=$(podman exec "$sidecar_ctr" loopwatch status 2>&1 || true)
 printf '%s\n' "$status" | sed 's/^/  /'
 check "named gunicorn-worker-PID" [ "$(grep -Ec ' gunicorn-worker-[0-9]+ +asyncio +[0-9]+ +live ' <<<"$status")" = 2 ]
 app_stall 'gunicorn-worker-[0-9]+'
+
+# ---------------------------------------------------------------- helm chart
+# The chart as `helm template` renders it, installed as far as a machine
+# without an API server allows: the injector's Deployment played by podman
+# with the rendered Secret's certificate and ConfigMap's settings; the
+# review the API server would send for a pod of the Deployment with no
+# loopwatch in it (orders-plain.yaml, labelled loopwatch.io/inject:
+# enabled) sent over HTTPS, trusting only the webhook entries' caBundle
+# and checking the certificate against the Service's DNS name as the API
+# server does; the returned JSONPatch applied by python3-jsonpatch; the
+# resulting pod played. Then the chart's `helm test` Pod, played too.
+step "helm chart: the injector from the rendered chart"
+helm_bin=$(cd "$root" && node --input-type=module -e \
+  'import { layerTool } from "./tests/deploy/lib/layer-tool.mjs"; console.log(layerTool("helm/helm"))') ||
+  die "no helm: run npm ci in $root first"
+chart_yaml=$work/chart.yaml
+"$helm_bin" template loopwatch "$root/helm/loopwatch" --namespace loopwatch \
+  --set image.repository="${sidecar_image%:*}" --set image.tag="${sidecar_image##*:}" \
+  >"$chart_yaml" 2>"$work/helm.log" || { cat "$work/helm.log"; die "helm template failed"; }
+echo "helm template: $(grep -c '^kind:' "$chart_yaml") objects ($(grep '^kind:' "$chart_yaml" | cut -d' ' -f2 | sort | uniq -c | awk '{printf "%s%s %s", sep, $1, $2; sep=", "}'))"
+injector_pod=loopwatch-helm-injector
+injector_yaml=$work/$injector_pod.yaml
+extra_pods+=("$injector_pod=$injector_yaml")
+remove_pod_named "$injector_pod" "$injector_yaml"
+injector_port=$(free_port)
+"$py" "$root/tests/helm/play_chart.py" injector --rendered "$chart_yaml" --name "$injector_pod" \
+  --port "$injector_port" >"$injector_yaml" || die "play_chart.py injector failed"
+podman kube play "$injector_yaml" >"$work/play-$injector_pod.log" 2>&1 ||
+  { cat "$work/play-$injector_pod.log"; die "podman kube play of the injector failed"; }
+"$py" "$root/tests/helm/play_chart.py" ca --rendered "$chart_yaml" >"$work/chart-ca.crt"
+svc=$("$py" "$root/tests/helm/play_chart.py" service --rendered "$chart_yaml")
+# curl to the Service's name, resolved to the published port.
+webhook_curl() {
+  curl -s -m 5 --cacert "$work/chart-ca.crt" --resolve "$svc:$injector_port:127.0.0.1" "$@"
+}
+healthz=000
+for _ in $(seq 1 100); do
+  healthz=$(webhook_curl -o /dev/null -w '%{http_code}' "https://$svc:$injector_port/healthz" || true)
+  [[ $healthz == 200 ]] && break
+  sleep 0.1
+done
+check "the injector answers /healthz over HTTPS as $svc, trusted through caBundle ($healthz)" [ "$healthz" = 200 ]
+injector_pid=$(host_pid "$injector_pod-injector")
+check "the injector runs as uid 65532 with no capabilities on a read-only root" "$py" -c '
+import sys
+pid = sys.argv[1]
+s = dict(l.split(":\t", 1) for l in open("/proc/%s/status" % pid).read().splitlines() if ":\t" in l)
+root_ro = any(l.split()[4] == "/" and l.split()[5].split(",")[0] == "ro" for l in open("/proc/%s/mountinfo" % pid))
+sys.exit(not (s["Uid"].split() == ["65532"] * 4 and int(s["CapEff"], 16) == 0 and root_ro))' "$injector_pid"
+"$py" "$root/tests/helm/play_chart.py" review --deployment "$root/tests/pod/orders-plain.yaml" \
+  --namespace shop >"$work/review.json"
+code=$(webhook_curl -o "$work/response.json" -w '%{http_code}' -H 'Content-Type: application/json' \
+  --data-binary "@$work/review.json" "https://$svc:$injector_port/inject" || true)
+check "POST /inject of the orders pod: HTTP $code" [ "$code" = 200 ]
+"$py" -c 'import json, sys; r = json.load(open(sys.argv[1]))["response"]; print("  response: allowed=%s patchType=%s patch=%d bytes of base64" % (r.get("allowed"), r.get("patchType"), len(r.get("patch", ""))))' "$work/response.json" || true
+podman logs "$injector_pod-injector" 2>&1 | grep '"msg":"review"' | tail -1 | cut -c1-400 || true
+injected=$work/orders-helm.yaml
+"$py" "$root/tests/helm/play_chart.py" apply --deployment "$root/tests/pod/orders-plain.yaml" \
+  --review "$work/review.json" --response "$work/response.json" >"$injected" ||
+  die "the injector's answer could not be applied"
+check "the patched pod: the chart's sidecar image, probes on 9321, the labels the PodMonitor selects" "$py" -c '
+import sys, yaml
+d = yaml.safe_load(open(sys.argv[1]))
+spec = d["spec"]["template"]["spec"]
+labels = d["spec"]["template"]["metadata"]["labels"]
+side = [c for c in spec.get("initContainers", []) if c["name"] == "loopwatch"]
+app = [c for c in spec["containers"] if c["name"] == "app"][0]
+ok = (len(side) == 1 and side[0]["image"] == sys.argv[2] and side[0].get("restartPolicy") == "Always"
+      and app["livenessProbe"]["httpGet"]["port"] == 9321
+      and labels.get("loopwatch.io/injected") == "true" and labels.get("loopwatch.io/sidecar") == "true")
+print("  sidecar:", side[0]["image"] if side else None, " app liveness:", app["livenessProbe"]["httpGet"])
+print("  labels:", {k: v for k, v in labels.items() if k.startswith("loopwatch.io/")})
+sys.exit(not ok)' "$injected" "$sidecar_image"
+
+step "helm chart: the injected pod"
+play_injected loopwatch-helm-app
+app_started
+wait_answer "$lw_port" "/livez?container=app" "200 ok: 1 loops, 1 live" 30 || true
+out=$(http "$lw_port" "/livez?container=app")
+check "the sidecar judges the app on its loop ($out)" [ "$out" = "200 ok: 1 loops, 1 live" ]
+app_stall 'uvicorn-1'
+
+step "helm chart: helm test"
+test_pod=loopwatch-helm-test
+test_yaml=$work/$test_pod.yaml
+extra_pods+=("$test_pod=$test_yaml")
+remove_pod_named "$test_pod" "$test_yaml"
+"$py" "$root/tests/helm/play_chart.py" test-pod --rendered "$chart_yaml" --name "$test_pod" \
+  --port "$injector_port" --hosts-file "$work/$test_pod.hosts" >"$test_yaml" || die "play_chart.py test-pod failed"
+podman kube play "$test_yaml" >"$work/play-$test_pod.log" 2>&1 ||
+  { cat "$work/play-$test_pod.log"; die "podman kube play of the test pod failed"; }
+test_rc=$(timeout 60 podman wait "$test_pod-review" 2>/dev/null || echo timeout)
+podman logs "$test_pod-review" 2>&1 | sed 's/^/  /'
+check "the helm test Pod exits 0 ($test_rc)" [ "$test_rc" = 0 ]
 
 end_step
 ((failures == 0)) || exit 1
