@@ -9,6 +9,7 @@
 #include <cstdlib>
 #include <ostream>
 
+#include "inject/args.h"
 #include "inject/json_access.h"
 
 namespace loopwatch::inject {
@@ -156,31 +157,18 @@ int CheckWebhookCommand(const std::vector<std::string>& args, std::ostream& out,
   };
   std::string ca_file, url;
   double timeout_s = 5;
-  for (size_t i = 0; i < args.size(); i++) {
-    std::string a = args[i], value;
-    bool has_value = false;
-    if (size_t eq = a.find('='); a.compare(0, 2, "--") == 0 && eq != std::string::npos) {
-      value = a.substr(eq + 1);
-      a = a.substr(0, eq);
-      has_value = true;
-    }
-    auto take = [&](std::string* dst) {
-      if (!has_value) {
-        if (i + 1 >= args.size()) return false;
-        value = args[++i];
-      }
-      *dst = value;
-      return true;
-    };
+  ArgReader r(args);
+  while (r.Next()) {
+    const std::string a = r.name();
     if (a == "-h" || a == "--help") {
       out << kHelp;
       return 0;
     } else if (a == "--ca-file") {
-      if (!take(&ca_file) || ca_file.empty()) return usage("--ca-file needs a file");
+      if (!r.Value(&ca_file) || ca_file.empty()) return usage("--ca-file needs a file");
     } else if (a == "--timeout") {
       std::string t;
       char* end = nullptr;
-      if (!take(&t)) return usage("--timeout needs a number of seconds");
+      if (!r.Value(&t)) return usage("--timeout needs a number of seconds");
       timeout_s = std::strtod(t.c_str(), &end);
       if (t.empty() || *end || !(timeout_s > 0 && timeout_s <= 300))
         return usage("--timeout: " + t + " is not a number of seconds from 0 to 300");

@@ -27,6 +27,7 @@
 
 #include "config.h"
 #include "http/listen_address.h"
+#include "inject/args.h"
 #include "inject/pod_config.h"
 #include "inject/review.h"
 #include "log.h"
@@ -386,26 +387,16 @@ int WebhookCommand(const std::vector<std::string>& args, std::ostream& out, std:
   std::string cert, key, config_path, image, listen_text = "0.0.0.0:10250";
   int threads = 16;
   Config log_config;
-  for (size_t i = 0; i < args.size(); i++) {
-    std::string a = args[i], value;
-    bool has_value = false;
-    if (size_t eq = a.find('='); a.compare(0, 2, "--") == 0 && eq != std::string::npos) {
-      value = a.substr(eq + 1);
-      a = a.substr(0, eq);
-      has_value = true;
-    }
-    auto take = [&]() -> bool {
-      if (has_value) return true;
-      if (i + 1 >= args.size()) return false;
-      value = args[++i];
-      return true;
-    };
+  ArgReader r(args);
+  while (r.Next()) {
+    const std::string a = r.name();
+    std::string value;
     if (a == "-h" || a == "--help") {
       out << kHelp;
       return 0;
     } else if (a == "--tls-cert" || a == "--tls-key" || a == "--listen" || a == "--config" ||
                a == "--image" || a == "--threads" || a == "--log-format") {
-      if (!take() || value.empty()) return usage(a + " needs a value");
+      if (!r.Value(&value) || value.empty()) return usage(a + " needs a value");
       if (a == "--tls-cert") cert = value;
       else if (a == "--tls-key") key = value;
       else if (a == "--listen") listen_text = value;
