@@ -321,8 +321,15 @@ bool SegmentReader::ReadSlot(uint32_t index, SlotSnapshot* out) {
   const auto* s = reinterpret_cast<const lw_seg_slot_t*>(
       base_ + LW_SEG_HEADER_SIZE + static_cast<size_t>(index) * LW_SEG_SLOT_SIZE);
 
-  // Identity, guarded by the generation.
-  if (!LwSeqlockRead(lw_generation_read, &s->generation, [&](uint64_t g) {
+  // Identity, guarded by the generation. Only a claim writes these fields,
+  // and a claim changes the generation: a snapshot of the same claim keeps
+  // its copy (polls then leave the slot's cold lines alone). Within a claim
+  // only the state moves (a close).
+  const uint32_t generation = Load(&s->generation, __ATOMIC_ACQUIRE);
+  const bool same_claim = prev_valid && generation == prev_generation && !(generation & 1u);
+  if (same_claim) {
+    out->state = Load(&s->state);
+  } else if (!LwSeqlockRead(lw_generation_read, &s->generation, [&](uint64_t g) {
         out->generation = uint32_t(g);
         out->state = Load(&s->state);
         out->pid = Load(&s->pid);
@@ -363,15 +370,22 @@ bool SegmentReader::ReadSlot(uint32_t index, SlotSnapshot* out) {
   }
 
   out->ready = Load(&s->ready, __ATOMIC_ACQUIRE) != 0;
-  if (!LwSeqlockRead(lw_seqlock_read, &s->activity_seq, [&](uint64_t) {
-        lw_load_field(out->activity, s->activity, sizeof out->activity);
-      })) {
-    out->activity[0] = '\0';
+  // The activity and the report are copied again only when their sequence
+  // moved since the caller's snapshot of the same claim.
+  if (!same_claim || Load(&s->activity_seq, __ATOMIC_ACQUIRE) != out->activity_seq) {
+    if (!LwSeqlockRead(lw_seqlock_read, &s->activity_seq, [&](uint64_t seq) {
+          out->activity_seq = seq;
+          lw_load_field(out->activity, s->activity, sizeof out->activity);
+        })) {
+      out->activity_seq = ~uint64_t{0};
+      out->activity[0] = '\0';
+    }
   }
 
   ReportSnapshot& r = out->report;
   uint64_t prev_seq = r.seq;
-  if (!LwSeqlockRead(lw_seqlock_read, &s->report_seq, [&](uint64_t seq) {
+  if ((!same_claim || Load(&s->report_seq, __ATOMIC_ACQUIRE) != prev_seq) &&
+      !LwSeqlockRead(lw_seqlock_read, &s->report_seq, [&](uint64_t seq) {
         r.seq = seq;
         r.stall_count = Load(&s->stall_count);
         r.stall_start_ns = Load(&s->stall_start_ns);

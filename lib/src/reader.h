@@ -77,6 +77,7 @@ struct SlotSnapshot {
   uint64_t lag_bucket[LW_LAG_BUCKETS] = {};
 
   bool ready = true;
+  uint64_t activity_seq = ~uint64_t{0};  // of the copy in `activity`
   char activity[LW_ACTIVITY_SIZE] = {};
   ReportSnapshot report;
 };
