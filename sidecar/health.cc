@@ -11,6 +11,7 @@
 #include "health.h"
 
 #include <algorithm>
+#include <cstring>
 #include <deque>
 
 #include "format.h"
@@ -62,7 +63,10 @@ struct Health::Track {
   int64_t last_beat_ns = -1;     // best estimate, sidecar clock; -1 none
   uint64_t prev_sum = 0, prev_count = 0;
   uint64_t prev_bucket[LW_LAG_BUCKETS] = {};
-  std::deque<LagSample> samples;
+  // The histogram once a second, the last kLagSamples of them: a ring,
+  // oldest at samples[first].
+  std::array<LagSample, kLagSamples> samples;
+  size_t first = 0, count = 0;
   bool stall_counted = false;    // this stall is in the totals
   bool host_uncounted = false;   // logged as host, totals wait for its end
   StallClass counted_class = StallClass::kUnknown;  // class it is counted as
@@ -70,6 +74,8 @@ struct Health::Track {
   bool report_seen_open = false; // the report was open at the last poll
   std::deque<int64_t> logged_at; // report log times, for the rate limit
   uint64_t report_seq = ~uint64_t{0};  // of the report last taken into `stall`
+  uint64_t remembered_id = 0;    // the stall last put in the history
+  char raw_activity[LW_ACTIVITY_SIZE] = {};  // as the app wrote it
   int64_t gone_at_ns = 0;
 
   // The last beat, or the opening if none: where silence is counted from.
@@ -95,9 +101,6 @@ std::shared_ptr<const View> Health::Update(
       MeasureLag(t, s, now_ns);
       if (NoteDeath(t, s, now_ns, events)) continue;
       AdvanceStall(t, s, now_ns, events);
-    }
-    while (totals_.recent_stalls.size() > config_.stall_history) {
-      totals_.recent_stalls.erase(totals_.recent_stalls.begin());
     }
   }
   prev_poll_ns_ = now_ns;
@@ -155,21 +158,25 @@ void Health::NoteSegmentStatus(SegmentStatus status, const std::string& error,
 
 Health::Track* Health::TrackSlot(const SlotSnapshot& s, int64_t now_ns,
                                  std::vector<Event>* events) {
-  auto it = tracks_.find(s.index);
-  Track* t = it == tracks_.end() ? nullptr : it->second.get();
+  if (s.index >= tracks_.size()) {
+    if (s.state != LW_SLOT_ACTIVE) return nullptr;
+    tracks_.resize(size_t(s.index) + 1);
+  }
+  std::unique_ptr<Track>& slot = tracks_[s.index];
+  Track* t = slot.get();
   if (t && (s.state != LW_SLOT_ACTIVE || t->view.generation != s.generation ||
             t->claim_token != s.claim_token)) {
     const bool closed = s.state != LW_SLOT_ACTIVE && t->view.generation == s.generation;
-    Depart(std::move(it->second), closed ? "closed" : "slot reclaimed", now_ns, events);
-    tracks_.erase(it);
+    Depart(std::move(slot), closed ? "closed" : "slot reclaimed", now_ns, events);
+    tracked_--;
     t = nullptr;
   }
   if (s.state != LW_SLOT_ACTIVE) return nullptr;
   if (t) return t;
 
-  auto fresh = std::make_unique<Track>();
-  t = fresh.get();
-  tracks_[s.index] = std::move(fresh);
+  slot = std::make_unique<Track>();
+  tracked_++;
+  t = slot.get();
   t->claim_token = s.claim_token;
   t->first_seen_ns = now_ns;
   LoopView& v = t->view;
@@ -211,7 +218,11 @@ void Health::Depart(std::unique_ptr<Track> t, const char* why, int64_t now_ns,
 void Health::ObserveBeat(Track* t, const SlotSnapshot& s, int64_t now_ns) {
   LoopView& v = t->view;
   v.ready = s.ready;
-  v.activity = AppText(s.activity);
+  if (std::strncmp(t->raw_activity, s.activity, sizeof t->raw_activity) != 0) {
+    // Redacted again only when the app changed it.
+    std::memcpy(t->raw_activity, s.activity, sizeof t->raw_activity);
+    v.activity = AppText(s.activity);
+  }
   v.beats = s.beat_count;
   CopyBuckets(s.lag_bucket, v.lag_bucket);
   v.lag_sum_ns = s.lag_sum_ns;
@@ -254,13 +265,20 @@ void Health::MeasureLag(Track* t, const SlotSnapshot& s, int64_t now_ns) {
   CopyBuckets(s.lag_bucket, t->prev_bucket);
 
   // The recent p99: the histogram's growth over the last ten seconds.
-  if (t->samples.empty() || now_ns - t->samples.back().at_ns >= kLagSampleEveryNs) {
-    LagSample ls{now_ns, {}};
-    CopyBuckets(s.lag_bucket, ls.bucket);
-    t->samples.push_back(ls);
-    while (t->samples.size() > kLagSamples) t->samples.pop_front();
+  const LagSample* newest =
+      t->count ? &t->samples[(t->first + t->count - 1) % kLagSamples] : nullptr;
+  if (!newest || now_ns - newest->at_ns >= kLagSampleEveryNs) {
+    LagSample* ls;
+    if (t->count < kLagSamples) {
+      ls = &t->samples[(t->first + t->count++) % kLagSamples];
+    } else {
+      ls = &t->samples[t->first];
+      t->first = (t->first + 1) % kLagSamples;
+    }
+    ls->at_ns = now_ns;
+    CopyBuckets(s.lag_bucket, ls->bucket);
   }
-  const LagSample& old = t->samples.front();
+  const LagSample& old = t->samples[t->first];
   uint64_t recent[LW_LAG_BUCKETS];
   for (unsigned b = 0; b < LW_LAG_BUCKETS; b++) {
     recent[b] = s.lag_bucket[b] >= old.bucket[b] ? s.lag_bucket[b] - old.bucket[b] : 0;
@@ -346,8 +364,12 @@ void Health::AdvanceStall(Track* t, const SlotSnapshot& s, int64_t now_ns,
     LogReport(t, now_ns, events);
   }
   // Every counted stall is in /debug/stalls, whether or not its report was
-  // logged (host pauses, rate-limited reports, no report at all).
-  if (t->stall_counted) RememberStall(st);
+  // logged (host pauses, rate-limited reports, no report at all). While it
+  // lasts, readers take the loop's own copy; EndStall stores the last one.
+  if (t->stall_counted && t->remembered_id != st.id) {
+    RememberStall(st);
+    t->remembered_id = st.id;
+  }
   t->report_seen_open = st.has_report;
   v.state = LoopState::kStalled;
   v.failing_liveness = st.stall_class != StallClass::kHost ||
@@ -421,13 +443,17 @@ void Health::EndStall(Track* t, int64_t end_ns, std::vector<Event>* events) {
 }
 
 void Health::RememberStall(const StallRecord& s) {
-  for (auto it = totals_.recent_stalls.rbegin(); it != totals_.recent_stalls.rend(); ++it) {
-    if (it->id == s.id) {
-      *it = s;
-      return;
-    }
+  // A new history: Views already published keep theirs.
+  auto h = std::make_shared<StallHistory>(*totals_.recent_stalls);
+  auto record = std::make_shared<const StallRecord>(s);
+  auto it = std::find_if(h->rbegin(), h->rend(), [&](const auto& r) { return r->id == s.id; });
+  if (it != h->rend()) {
+    *it = std::move(record);
+  } else {
+    h->push_back(std::move(record));
+    if (h->size() > config_.stall_history) h->erase(h->begin(), h->end() - config_.stall_history);
   }
-  totals_.recent_stalls.push_back(s);
+  totals_.recent_stalls = std::move(h);
 }
 
 void Health::ObserveStallDuration(StallClass c, int64_t duration_ns) {
@@ -467,9 +493,10 @@ std::shared_ptr<const View> Health::Publish(SegmentStatus status,
   view->stall_duration = stall_duration_;
   if (status == SegmentStatus::kOk) {
     view->slot_count = slot_count;
-    view->loops.reserve(tracks_.size() + departed_.size());
+    view->loops.reserve(tracked_ + departed_.size());
     uint32_t beaten = 0;
-    for (auto& [slot, t] : tracks_) {
+    for (auto& t : tracks_) {
+      if (!t) continue;
       LoopView& v = t->view;
       if (v.state == LoopState::kDead) {
         if (now_ns - v.dead_since_ns > forget_after) continue;
@@ -505,8 +532,8 @@ void Health::JudgeDead(Track* t, int64_t now_ns) {
   // stall_after (gunicorn respawns a worker; the kubelet restarts an app).
   LoopView& v = t->view;
   bool replaced = false;
-  for (auto& [slot, other] : tracks_) {
-    if (other.get() != t && other->first_seen_ns >= v.dead_since_ns &&
+  for (auto& other : tracks_) {
+    if (other && other.get() != t && other->first_seen_ns >= v.dead_since_ns &&
         other->view.state != LoopState::kDead) {
       replaced = true;
     }

@@ -14,7 +14,6 @@
 #include <array>
 #include <cstdint>
 #include <functional>
-#include <map>
 #include <set>
 #include <memory>
 #include <string>
@@ -89,7 +88,8 @@ class Health {
   std::string NotReadyReason(const LoopView& l) const;
 
   Config config_;
-  std::map<uint32_t, std::unique_ptr<Track>> tracks_;  // by slot
+  std::vector<std::unique_ptr<Track>> tracks_;  // by slot index; null: none
+  size_t tracked_ = 0;                           // non-null entries
   std::vector<std::unique_ptr<Track>> departed_;       // gone, kept a while
   View totals_;  // carries the sidecar-wide totals and recent stalls
   uint64_t polls_ = 0;

@@ -45,6 +45,11 @@ std::string SegmentSummary(SegmentStatus s) {
   return std::string("segment ") + SegmentStatusName(s) + " (" + what + ")";
 }
 
+const std::shared_ptr<const StallHistory>& NoStalls() {
+  static const auto* none = new std::shared_ptr<const StallHistory>(std::make_shared<StallHistory>());
+  return *none;
+}
+
 std::string DescribeStall(const StallRecord& s) {
   switch (s.stall_class) {
     case StallClass::kCpu: return "cpu-bound";

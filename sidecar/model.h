@@ -12,6 +12,7 @@
 
 #include <array>
 #include <cstdint>
+#include <memory>
 #include <string>
 #include <vector>
 
@@ -74,6 +75,11 @@ struct StallDurationHistogram {
   double sum_seconds = 0;
   uint64_t count = 0;
 };
+
+// Stalls for /debug/stalls, newest last.
+using StallHistory = std::vector<std::shared_ptr<const StallRecord>>;
+// The empty history, shared.
+const std::shared_ptr<const StallHistory>& NoStalls();
 
 struct LoopView {
   uint32_t slot = 0;
@@ -146,7 +152,9 @@ struct View {
   int64_t unreadable_since_ns = 0;
   uint32_t loops_lost = 0;
   int64_t last_poll_lateness_ns = 0;
-  std::vector<StallRecord> recent_stalls;  // newest last, bounded
+  // Newest last, bounded; never null. Views share it until a stall
+  // changes it, so a poll copies no report text.
+  std::shared_ptr<const StallHistory> recent_stalls = NoStalls();
   std::array<StallDurationHistogram, kStallClasses> stall_duration{};
 };
 

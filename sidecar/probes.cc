@@ -366,8 +366,8 @@ std::string StallsJson(const View& view, int64_t now_ns) {
   w.EndObject();
   w.Field("reports_suppressed", view.reports_suppressed_total);
   w.Key("stalls").BeginArray();
-  for (auto it = view.recent_stalls.rbegin(); it != view.recent_stalls.rend(); ++it) {
-    const StallRecord& s = *it;
+  for (auto it = view.recent_stalls->rbegin(); it != view.recent_stalls->rend(); ++it) {
+    const StallRecord& s = **it;
     // The loop's current copy is fresher while the stall lasts.
     const StallRecord* cur = &s;
     bool open = false;

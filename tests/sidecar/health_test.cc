@@ -424,8 +424,8 @@ TEST_F(HealthTest, StallIsDetectedReportedAndEnded) {
   EXPECT_EQ(CountNow(Event::Kind::kStallReport), 1);
   EXPECT_EQ(view->stalls_total[int(StallClass::kBlocked)], 1u);
   EXPECT_EQ(l->stalls[int(StallClass::kBlocked)], 1u);
-  ASSERT_EQ(view->recent_stalls.size(), 1u);
-  EXPECT_EQ(view->recent_stalls[0].loop, "uvicorn-7");
+  ASSERT_EQ(view->recent_stalls->size(), 1u);
+  EXPECT_EQ((*view->recent_stalls)[0]->loop, "uvicorn-7");
 
   Steps(12);  // silence 6.22 s
   EXPECT_EQ(view->live.reason,
@@ -447,9 +447,9 @@ TEST_F(HealthTest, StallIsDetectedReportedAndEnded) {
   EXPECT_EQ(ended->stall.duration_ns, silence);
   EXPECT_EQ(ended->stall.ended_ns, int64_t(slots[0].last_beat_ns));
   EXPECT_EQ(ended->stall.stall_class, StallClass::kBlocked);
-  ASSERT_EQ(view->recent_stalls.size(), 1u);
-  EXPECT_EQ(view->recent_stalls[0].duration_ns, silence);
-  EXPECT_EQ(view->recent_stalls[0].ended_ns, ended->stall.ended_ns);
+  ASSERT_EQ(view->recent_stalls->size(), 1u);
+  EXPECT_EQ((*view->recent_stalls)[0]->duration_ns, silence);
+  EXPECT_EQ((*view->recent_stalls)[0]->ended_ns, ended->stall.ended_ns);
   const StallDurationHistogram& h =
       view->stall_duration[int(StallClass::kBlocked)];
   EXPECT_EQ(h.count, 1u);
@@ -697,11 +697,11 @@ TEST_F(HealthTest, RecentStallsAreBoundedByStallHistory) {
     Steps(5);
   }
   EXPECT_EQ(StallsTotal(), 5u);
-  ASSERT_EQ(view->recent_stalls.size(), 3u);
-  for (size_t i = 1; i < view->recent_stalls.size(); i++) {
-    EXPECT_LT(view->recent_stalls[i - 1].id, view->recent_stalls[i].id);
+  ASSERT_EQ(view->recent_stalls->size(), 3u);
+  for (size_t i = 1; i < view->recent_stalls->size(); i++) {
+    EXPECT_LT((*view->recent_stalls)[i - 1]->id, (*view->recent_stalls)[i]->id);
   }
-  for (const StallRecord& r : view->recent_stalls) EXPECT_GT(r.ended_ns, 0);
+  for (const auto& r : *view->recent_stalls) EXPECT_GT(r->ended_ns, 0);
 }
 
 // ---------------------------------------------------------------------------
@@ -843,9 +843,9 @@ TEST_F(HealthTest, DeathDuringAStallEndsTheStall) {
   // /debug/stalls' copy no longer shows it open.
   EXPECT_EQ(Count(Event::Kind::kStallEnded), 1) << EventLog();
   EXPECT_EQ(view->stall_duration[int(StallClass::kBlocked)].count, 1u);
-  ASSERT_EQ(view->recent_stalls.size(), 1u);
-  EXPECT_GT(view->recent_stalls[0].ended_ns, 0);
-  EXPECT_GE(view->recent_stalls[0].duration_ns, 6 * kSec);
+  ASSERT_EQ(view->recent_stalls->size(), 1u);
+  EXPECT_GT((*view->recent_stalls)[0]->ended_ns, 0);
+  EXPECT_GE((*view->recent_stalls)[0]->duration_ns, 6 * kSec);
 }
 
 TEST_F(HealthTest, ClosedSlotIsGoneAndKeptUntilForgetAfter) {
@@ -885,8 +885,8 @@ TEST_F(HealthTest, ClosedWhileStalledIsNotALivenessFailure) {
   EXPECT_TRUE(view->live.ok) << view->live.reason;
   EXPECT_EQ(Count(Event::Kind::kStallEnded), 1) << EventLog();
   EXPECT_EQ(view->stall_duration[int(StallClass::kBlocked)].count, 1u);
-  ASSERT_EQ(view->recent_stalls.size(), 1u);
-  EXPECT_GT(view->recent_stalls[0].ended_ns, 0);
+  ASSERT_EQ(view->recent_stalls->size(), 1u);
+  EXPECT_GT((*view->recent_stalls)[0]->ended_ns, 0);
 }
 
 TEST_F(HealthTest, ReclaimedSlotIsANewLoop) {
@@ -1034,13 +1034,13 @@ TEST_F(HostPauseTest, HostStallWithoutReportIsInTheStallHistory) {
   Open(0, "w0");
   Warm();
   PodPause(8 * kSec);
-  ASSERT_EQ(view->recent_stalls.size(), 1u);
-  EXPECT_EQ(view->recent_stalls[0].stall_class, StallClass::kHost);
-  EXPECT_FALSE(view->recent_stalls[0].has_report);
-  EXPECT_EQ(view->recent_stalls[0].ended_ns, 0);
+  ASSERT_EQ(view->recent_stalls->size(), 1u);
+  EXPECT_EQ((*view->recent_stalls)[0]->stall_class, StallClass::kHost);
+  EXPECT_FALSE((*view->recent_stalls)[0]->has_report);
+  EXPECT_EQ((*view->recent_stalls)[0]->ended_ns, 0);
   Step();
-  ASSERT_EQ(view->recent_stalls.size(), 1u);  // updated in place, not added
-  EXPECT_GT(view->recent_stalls[0].ended_ns, 0);
+  ASSERT_EQ(view->recent_stalls->size(), 1u);  // updated in place, not added
+  EXPECT_GT((*view->recent_stalls)[0]->ended_ns, 0);
 }
 
 TEST_F(HostPauseTest, HostStallFailsLivenessWhenConfigured) {
@@ -1640,9 +1640,9 @@ TEST_F(HealthTest, FuzzedSnapshotsNeverCrashAndAgesStaySane) {
       check(l.lag_p99_ns >= -1, "lag_p99_ns >= -1",
             who + " " + std::to_string(l.lag_p99_ns));
     }
-    for (const StallRecord& r : view->recent_stalls) {
-      check(r.duration_ns >= 0, "recent_stalls duration_ns >= 0",
-            r.loop + " " + std::to_string(r.duration_ns));
+    for (const auto& r : *view->recent_stalls) {
+      check(r->duration_ns >= 0, "recent_stalls duration_ns >= 0",
+            r->loop + " " + std::to_string(r->duration_ns));
     }
     if (round % 1000 == 999) all_events.clear();
   }

@@ -158,7 +158,7 @@ View StalledView() {
   l.stall.text = "File \"app.py\", line 9, in handler\n    time.sleep(30)\n";
   l.stall.duration_ns = 6 * kSec;
   l.stall.has_report = true;
-  v.recent_stalls.push_back(l.stall);
+  v.recent_stalls = std::make_shared<StallHistory>(StallHistory{std::make_shared<StallRecord>(l.stall)});
   v.live = {false, "loop app-2 stalled 6.0s (blocked in clock_nanosleep)"};
   v.ready = {false, "loop app-2 stalled 6.0s"};
   return v;

@@ -287,7 +287,7 @@ View StalledView() {
   v.live = {false, kStallReason};
   v.ready = {false, "loop uvicorn-7 stalled 6.2s"};
   v.stalls_total[int(StallClass::kBlocked)] = 1;
-  v.recent_stalls.push_back(l.stall);
+  v.recent_stalls = std::make_shared<StallHistory>(StallHistory{std::make_shared<StallRecord>(l.stall)});
   return v;
 }
 
@@ -529,8 +529,10 @@ TEST(Probes, JsonStaysValidForAnyBytes) {
   v.loops[0].kind = evil;
   v.loops[1].stall.syscall = evil;
   v.loops[1].stall.text = evil;
-  v.recent_stalls[0].text = evil;
-  v.recent_stalls[0].activity = evil;
+  auto record = std::make_shared<StallRecord>(*(*v.recent_stalls)[0]);
+  record->text = evil;
+  record->activity = evil;
+  v.recent_stalls = std::make_shared<StallHistory>(StallHistory{record});
   v.live.reason = evil;
   v.segment_error = evil;
   Config c = TestConfig();
@@ -597,7 +599,9 @@ TEST(Probes, StallsJsonListsReportsNewestFirstWithStacks) {
   old.loop_cpu_ns = 9900 * kMs;
   old.text = "File \"app.py\", line 30, in spin\n";
   old.has_report = true;
-  v.recent_stalls.insert(v.recent_stalls.begin(), old);
+  auto history = std::make_shared<StallHistory>(*v.recent_stalls);
+  history->insert(history->begin(), std::make_shared<StallRecord>(old));
+  v.recent_stalls = history;
   Json j = ParseOrFail(StallsJson(v, kT0));
   EXPECT_EQ(j["totals"]["blocked"].n, 1);
   ASSERT_EQ(j["stalls"].a.size(), 2u);
