@@ -8,7 +8,7 @@
  *
  *   loops_app N INTERVAL_MS [--stall-every S] [--stall-ms M] [--stalls K]
  *             [--stall-forever] [--no-jitter] [--seed N] [--duration S]
- *             [--name-prefix P]
+ *             [--name-prefix P] [--report-bytes B]
  *
  *   --stall-every S   seconds between the starts of two stalls (decimal);
  *                     the first stall starts S seconds after the loops open
@@ -22,6 +22,8 @@
  *                     sidecar's poll cadence (both run at fixed periods) and
  *                     detection latency is sampled over the whole interval.
  *   --duration S      exit after S seconds (default: run until a signal)
+ *   --report-bytes B  the stalling loop's reports carry B bytes of text (a
+ *                     made-up stack, as a binding's report hook writes one)
  *
  * Stdout gets one JSON object per line, flushed at once:
  *   {"event":"ready","loops":N,"pid":P,"enabled":1,"first_slot":I}
@@ -64,6 +66,7 @@ static int g_stall_forever;
 static const char *g_prefix = "bench";
 static int g_jitter = 1;
 static uint64_t g_seed = 1;
+static long g_report_bytes;       /* 0: no report hook */
 
 static atomic_int g_stop;
 static atomic_int g_opened;
@@ -122,6 +125,23 @@ static void emit(const char *fmt, ...) {
   pthread_mutex_unlock(&g_out_mu);
 }
 
+/* The report hook of --report-bytes: lines like a Python traceback's. */
+static size_t fake_stack(lw_loop_t *loop, void *user, char *buf, size_t size) {
+  (void)loop;
+  (void)user;
+  size_t want = (size_t)g_report_bytes < size ? (size_t)g_report_bytes : size;
+  size_t n = 0;
+  for (int line = 1; n < want; line++) {
+    char frame[96];
+    int len = snprintf(frame, sizeof frame,
+                       "  File \"/app/handlers.py\", line %d, in handler_%d\n", line, line);
+    size_t take = (size_t)len < want - n ? (size_t)len : want - n;
+    memcpy(buf + n, frame, take);
+    n += take;
+  }
+  return n;
+}
+
 static void *run_loop(void *arg) {
   struct worker *w = arg;
   char name[LW_NAME_MAX + 1];
@@ -139,6 +159,7 @@ static void *run_loop(void *arg) {
   atomic_fetch_add(&g_opened, 1);
 
   const int staller = w->index == 0 && g_stall_every_ns > 0;
+  if (staller && g_report_bytes > 0) lw_set_report_hook(loop, fake_stack, NULL);
   int64_t t = now_ns();
   lw_beat_at(loop, (uint64_t)t);
   int64_t next = t + g_interval_ns;
@@ -238,7 +259,7 @@ static void usage(void) {
   fprintf(stderr,
           "usage: loops_app N INTERVAL_MS [--stall-every S] [--stall-ms M] "
           "[--stalls K] [--stall-forever] [--no-jitter] [--seed N]\n"
-          "                 [--duration S] [--name-prefix P]\n");
+          "                 [--duration S] [--name-prefix P] [--report-bytes B]\n");
   exit(2);
 }
 
@@ -275,6 +296,9 @@ int main(int argc, char **argv) {
       i++;
     } else if (strcmp(a, "--duration") == 0 && v) {
       if (!parse_seconds(v, &duration_ns)) usage();
+      i++;
+    } else if (strcmp(a, "--report-bytes") == 0 && v) {
+      if (!parse_long(v, 0, 1L << 20, &g_report_bytes)) usage();
       i++;
     } else if (strcmp(a, "--name-prefix") == 0 && v) {
       g_prefix = v;
