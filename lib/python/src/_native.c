@@ -257,11 +257,16 @@ static size_t report_hook(lw_loop_t *loop, void *user, char *buf, size_t size) {
     size_t n = 0;
     if (h.tstate && thread_alive(self->interp, h.tstate)) {
       lw_report_gil_wait(loop);
+      char waited[64] = "";
+      if (h.wait_ns >= 1000000u) {
+        snprintf(waited, sizeof waited, " (and waited %llu ms for a CPU)",
+                 (unsigned long long)(h.wait_ns / 1000000u));
+      }
       snprintf(task, sizeof task,
                "unknown (the loop thread waits for the GIL, which thread %d holds: "
-               "it used %llu ms of CPU in %llu ms, the loop thread %llu ms)",
+               "it used %llu ms of CPU in %llu ms%s, the loop thread %llu ms)",
                (int)h.tid, (unsigned long long)(h.cpu_ns / 1000000u),
-               (unsigned long long)(h.window_ns / 1000000u),
+               (unsigned long long)(h.window_ns / 1000000u), waited,
                (unsigned long long)(h.loop_cpu_ns / 1000000u));
       /* The holder's stack first: it is what to fix. At most half the
        * space, so that the loop thread's shows where it was. */

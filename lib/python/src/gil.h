@@ -25,6 +25,7 @@ typedef struct {
     PyThreadState *t;
     pid_t tid;
     int64_t cpu;
+    int64_t busy; /* CPU plus run-queue wait, -1 unknown */
   } th[kMaxThreads];
 } cpu_snapshot;
 
@@ -35,6 +36,7 @@ typedef struct {
   PyThreadState *tstate; /* NULL: none found */
   pid_t tid;
   uint64_t cpu_ns;      /* its CPU over the window */
+  uint64_t wait_ns;     /* its time waiting on a run queue (0 unknown) */
   uint64_t loop_cpu_ns; /* the loop thread's */
   uint64_t window_ns;
   int loop_waits;       /* the loop thread hardly ran, and sleeps in futex() */
@@ -43,8 +45,9 @@ typedef struct {
 /* After the reporter could not get the GIL: which other thread of the
  * loop's interpreter holds it, from the CPU each used since `s` was taken
  * (taken now, and kHolderWindowNs waited, if it was not). The holder used
- * at least a quarter of a CPU, the most of all, while the loop thread used
- * less than a quarter and sleeps in futex(). Not found: a holder that waits
+ * the most CPU of all, and ran or waited on a run queue for at least a
+ * quarter of the window, while the loop thread used less than a quarter
+ * of it and sleeps in futex(). Not found: a holder that waits
  * in C code without using the CPU, and a thread that computes with the GIL
  * released while the loop thread waits for a lock of its own. */
 void find_gil_holder(PyThreadState *loop, PyInterpreterState *interp, cpu_snapshot *s,

@@ -229,10 +229,11 @@ def test_gil_held_by_another_thread(stalls):
     loop, stall, line = report_of(child, script, seg, "holder-regex", "backtrack")
     text = stall["text"]
     m = re.search(r"^task: unknown \(the loop thread waits for the GIL, which thread (\d+) "
-                  r"holds: it used (\d+) ms of CPU in (\d+) ms, the loop thread (\d+) ms\)$",
+                  r"holds: it used (\d+) ms of CPU in (\d+) ms"
+                  r"(?: \(and waited (\d+) ms for a CPU\))?, the loop thread (\d+) ms\)$",
                   text, re.M)
     assert m, text
-    holder, used, window, loop_ms = map(int, m.groups())
+    holder, used, window, waited, loop_ms = (int(g or 0) for g in m.groups())
     # A thread of the app's process, not its main (loop) thread.
     assert os.path.exists("/proc/%d/task/%d" % (child.pid, holder)) and holder != child.pid
     child.kill()
@@ -241,7 +242,8 @@ def test_gil_held_by_another_thread(stalls):
     # GIL, so the one-instant sample may also find it running: then no syscall.
     assert stall["class"] == "gil", stall
     assert stall["syscall"] in ("futex", ""), stall
-    assert used * 4 >= window and loop_ms * 4 < window, m.group(0)
+    # On the CPU, or ready for it on a crowded machine, a quarter of the time.
+    assert (used + waited) * 4 >= window and loop_ms * 4 < window, m.group(0)
     # The holder's stack first, with the line that holds the GIL; then the
     # loop thread's, which is where it was when it lost the GIL.
     holder_at = text.index("Thread %d holds the GIL" % holder)
