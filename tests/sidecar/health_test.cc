@@ -704,6 +704,28 @@ TEST_F(HealthTest, RecentStallsAreBoundedByStallHistory) {
   for (const auto& r : *view->recent_stalls) EXPECT_GT(r->ended_ns, 0);
 }
 
+// The history is shared by the Views published until a stall changes it (a
+// poll copies no report text), and a View already handed to an HTTP thread
+// keeps the history it was published with.
+TEST_F(HealthTest, StallHistoryIsSharedUntilAStallChangesIt) {
+  Open(0, "w0");
+  Warm();
+  sims[0].beating = false;
+  Steps(55);
+  sims[0].beating = true;
+  Steps(5);
+  const std::shared_ptr<const View> before = view;
+  ASSERT_EQ(before->recent_stalls->size(), 1u);
+  Steps(3);
+  EXPECT_EQ(view->recent_stalls.get(), before->recent_stalls.get());
+  sims[0].beating = false;
+  Steps(55);
+  ASSERT_EQ(view->recent_stalls->size(), 2u);
+  EXPECT_NE(view->recent_stalls.get(), before->recent_stalls.get());
+  EXPECT_EQ(before->recent_stalls->size(), 1u);
+  EXPECT_GT((*before->recent_stalls)[0]->ended_ns, 0);
+}
+
 // ---------------------------------------------------------------------------
 // Death and departure.
 
