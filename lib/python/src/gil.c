@@ -33,38 +33,41 @@ static int64_t tid_cpu_ns(pid_t tid) {
   return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
 }
 
+/* Reads /proc/self/task/TID/NAME into buf, NUL-terminated; the byte
+ * count, or <= 0 if it cannot. */
+static ssize_t read_task_file(pid_t tid, const char *name, char *buf, size_t size) {
+  if (tid <= 0) return -1;
+  char path[64];
+  snprintf(path, sizeof path, "/proc/self/task/%d/%s", (int)tid, name);
+  int fd = open(path, O_RDONLY | O_CLOEXEC);
+  if (fd < 0) return -1;
+  ssize_t n = read(fd, buf, size - 1);
+  close(fd);
+  if (n > 0) buf[n] = '\0';
+  return n;
+}
+
 /* How long the thread ran or waited to run (CPU time plus time on a run
  * queue, from schedstat), or -1 where the kernel does not say. A thread
  * that computes holding the GIL wants the CPU the whole window, however
  * many other processes share the machine; its CPU time alone shrinks with
  * every one of them. */
 static int64_t tid_busy_ns(pid_t tid) {
-  if (tid <= 0) return -1;
-  char path[64], buf[96];
-  snprintf(path, sizeof path, "/proc/self/task/%d/schedstat", (int)tid);
-  int fd = open(path, O_RDONLY | O_CLOEXEC);
-  if (fd < 0) return -1;
-  ssize_t n = read(fd, buf, sizeof buf - 1);
-  close(fd);
-  if (n <= 0) return -1;
-  buf[n] = '\0';
+  char buf[96];
   unsigned long long run = 0, wait = 0;
-  if (sscanf(buf, "%llu %llu", &run, &wait) != 2) return -1;
+  if (read_task_file(tid, "schedstat", buf, sizeof buf) <= 0 ||
+      sscanf(buf, "%llu %llu", &run, &wait) != 2) {
+    return -1;
+  }
   return (int64_t)(run + wait);
 }
 
 /* Whether the thread sleeps in futex(), as a thread waiting for the GIL
  * does (woken every switch interval to ask for it, so look a few times). */
 static int in_futex(pid_t tid) {
-  char path[64], buf[64];
-  snprintf(path, sizeof path, "/proc/self/task/%d/syscall", (int)tid);
+  char buf[64];
   for (int i = 0; i < 5; i++) {
-    int fd = open(path, O_RDONLY | O_CLOEXEC);
-    if (fd < 0) return 0;
-    ssize_t n = read(fd, buf, sizeof buf - 1);
-    close(fd);
-    if (n <= 0) return 0;
-    buf[n] = '\0';
+    if (read_task_file(tid, "syscall", buf, sizeof buf) <= 0) return 0;
     if (strncmp(buf, "running", 7) != 0) return strtol(buf, NULL, 10) == SYS_futex;
     struct timespec ms = {0, 1000000};
     nanosleep(&ms, NULL);
