@@ -155,9 +155,12 @@ def test_workers_of_the_app_are_watched_as_workers(tmp_path, payload):
     child = subprocess.Popen([PY, app], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                              text=True)
     worker = int(child.stdout.readline().split()[1])
-    names = wait_until(lambda: sorted(l["name"] for l in loops_of(status(seg, stall_after="5s")))
-                       if len(loops_of(status(seg, stall_after="5s"))) == 2 else None,
-                       timeout=20, what="two loops")
+    def two_loops():
+        # One status read for both the count and the names: between two
+        # reads the parent's loop may already have closed.
+        loops = loops_of(status(seg, stall_after="5s"))
+        return sorted(l["name"] for l in loops) if len(loops) == 2 else None
+    names = wait_until(two_loops, timeout=20, what="two loops")
     out, err = child.communicate(timeout=30)
     assert child.returncode == 0, err
     assert names == sorted(["pool-%d" % child.pid, "pool-worker-%d" % worker]), names
